@@ -1,0 +1,34 @@
+# Two commands a newcomer runs: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP    := $(VENV)/.test-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean
+
+setup: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
+	touch $@
+
+# torch goes in before transformers so pip takes the local CPU build.
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements-test.txt
+	touch $@
+
+demo: $(RUNTIME_STAMP)
+	$(PY) launch/demo.py --config=configs/tiny.py
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
