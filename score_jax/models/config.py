@@ -1,0 +1,175 @@
+"""Gemma 1/2/3 model configurations and the named presets.
+
+A preset carries the published dimensions of one open Gemma checkpoint; tiny
+presets of each generation exist for tests and the CPU demo. Everything the
+forward pass needs to know about a generation is a field here, so the model code
+has no `if generation == ...` branches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+import jax.numpy as jnp
+
+
+class AttentionType(enum.IntEnum):
+  GLOBAL = 0
+  LOCAL_SLIDING = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of one Gemma model. Shapes use the letters of CONTRIBUTING.md."""
+  name: str
+  num_layers: int                      # L
+  vocab_size: int                      # V
+  embed_dim: int                       # D
+  hidden_dim: int                      # F (per GeGLU branch)
+  num_heads: int                       # N
+  num_kv_heads: int                    # K (1: multi-query; N: multi-head)
+  head_dim: int                        # H
+  # Attention type of each layer in one period of the pattern; the pattern is
+  # repeated over the depth (Gemma 1: all global; 2: local, global; 3: 5 local, 1 global).
+  attention_pattern: tuple[AttentionType, ...] = (AttentionType.GLOBAL,)
+  sliding_window: int | None = None
+  attn_logits_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  query_pre_attn_scalar: float | None = None   # None: head_dim
+  use_post_attn_norm: bool = False
+  use_post_ffw_norm: bool = False
+  use_qk_norm: bool = False
+  rope_base_global: float = 10_000.0
+  rope_base_local: float = 10_000.0
+  rope_scale_global: float = 1.0       # linear position scaling on global layers
+  norm_eps: float = 1e-6
+  # Numerics and memory: not architecture, but carried here so one object
+  # describes how the model is built.
+  param_dtype: str = 'float32'
+  dtype: str = 'float32'               # compute dtype of activations
+  remat: str = 'none'                  # see transformer.REMAT_POLICIES
+  scan_layers: bool = True
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f'{self.name}: num_heads={self.num_heads} is not a multiple '
+                       f'of num_kv_heads={self.num_kv_heads}')
+    needs_window = AttentionType.LOCAL_SLIDING in self.attention_pattern
+    if needs_window and not self.sliding_window:
+      raise ValueError(f'{self.name}: a local attention layer needs sliding_window > 0')
+    for field in ('param_dtype', 'dtype'):
+      if getattr(self, field) not in ('float32', 'bfloat16', 'float16'):
+        raise ValueError(f'{self.name}: {field}={getattr(self, field)!r}; expected '
+                         "'float32', 'bfloat16' or 'float16'")
+
+  @property
+  def attention_types(self) -> tuple[AttentionType, ...]:
+    """The attention type of each of the num_layers layers."""
+    p = self.attention_pattern
+    return tuple(p[i % len(p)] for i in range(self.num_layers))
+
+  @property
+  def query_scale(self) -> float:
+    return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def jnp_param_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **kwargs: Any) -> ModelConfig:
+    return dataclasses.replace(self, **kwargs)
+
+
+_G, _L = AttentionType.GLOBAL, AttentionType.LOCAL_SLIDING
+_GEMMA2_PATTERN = (_L, _G)
+_GEMMA3_PATTERN = (_L, _L, _L, _L, _L, _G)
+
+
+def _gemma1(name, **kw):
+  return ModelConfig(name=name, vocab_size=kw.pop('vocab_size', 256_000), **kw)
+
+
+def _gemma2(name, **kw):
+  return ModelConfig(
+      name=name, vocab_size=kw.pop('vocab_size', 256_000),
+      attention_pattern=_GEMMA2_PATTERN,
+      sliding_window=kw.pop('sliding_window', 4096),
+      attn_logits_softcap=50.0, final_logit_softcap=30.0,
+      use_post_attn_norm=True, use_post_ffw_norm=True, **kw)
+
+
+def _gemma3(name, **kw):
+  return ModelConfig(
+      name=name, vocab_size=kw.pop('vocab_size', 262_144),
+      attention_pattern=_GEMMA3_PATTERN,
+      use_post_attn_norm=True, use_post_ffw_norm=True, use_qk_norm=True,
+      rope_base_global=1_000_000.0, rope_base_local=10_000.0, **kw)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Gemma 1 (Feb 2024).
+    'gemma_2b': _gemma1('gemma_2b', num_layers=18, embed_dim=2048, hidden_dim=16_384,
+                        num_heads=8, num_kv_heads=1, head_dim=256),
+    'gemma_7b': _gemma1('gemma_7b', num_layers=28, embed_dim=3072, hidden_dim=24_576,
+                        num_heads=16, num_kv_heads=16, head_dim=256),
+    # Gemma 2 (Jun 2024).
+    'gemma2_2b': _gemma2('gemma2_2b', num_layers=26, embed_dim=2304, hidden_dim=9216,
+                         num_heads=8, num_kv_heads=4, head_dim=256,
+                         query_pre_attn_scalar=256),
+    'gemma2_9b': _gemma2('gemma2_9b', num_layers=42, embed_dim=3584, hidden_dim=14_336,
+                         num_heads=16, num_kv_heads=8, head_dim=256,
+                         query_pre_attn_scalar=256),
+    'gemma2_27b': _gemma2('gemma2_27b', num_layers=46, embed_dim=4608, hidden_dim=36_864,
+                          num_heads=32, num_kv_heads=16, head_dim=128,
+                          query_pre_attn_scalar=4608 // 32),
+    # Gemma 3, text decoder (Mar 2025; 270M Aug 2025).
+    'gemma3_270m': _gemma3('gemma3_270m', num_layers=18, embed_dim=640, hidden_dim=2048,
+                           num_heads=4, num_kv_heads=1, head_dim=256,
+                           query_pre_attn_scalar=256, sliding_window=512),
+    'gemma3_1b': _gemma3('gemma3_1b', num_layers=26, embed_dim=1152, hidden_dim=6912,
+                         num_heads=4, num_kv_heads=1, head_dim=256,
+                         query_pre_attn_scalar=256, sliding_window=512),
+    'gemma3_4b': _gemma3('gemma3_4b', num_layers=34, embed_dim=2560, hidden_dim=10_240,
+                         num_heads=8, num_kv_heads=4, head_dim=256,
+                         query_pre_attn_scalar=256, sliding_window=1024,
+                         rope_scale_global=8.0),
+    'gemma3_12b': _gemma3('gemma3_12b', num_layers=48, embed_dim=3840, hidden_dim=15_360,
+                          num_heads=16, num_kv_heads=8, head_dim=256,
+                          query_pre_attn_scalar=256, sliding_window=1024,
+                          rope_scale_global=8.0),
+    'gemma3_27b': _gemma3('gemma3_27b', num_layers=62, embed_dim=5376, hidden_dim=21_504,
+                          num_heads=32, num_kv_heads=16, head_dim=128,
+                          query_pre_attn_scalar=5376 // 32, sliding_window=1024,
+                          rope_scale_global=8.0),
+    # Tiny presets: every architectural feature of their generation, CPU-sized.
+    'gemma_tiny': _gemma1('gemma_tiny', num_layers=2, vocab_size=256, embed_dim=64,
+                          hidden_dim=128, num_heads=4, num_kv_heads=1, head_dim=16),
+    'gemma2_tiny': _gemma2('gemma2_tiny', num_layers=4, vocab_size=256, embed_dim=64,
+                           hidden_dim=128, num_heads=4, num_kv_heads=2, head_dim=16,
+                           query_pre_attn_scalar=24, sliding_window=8),
+    'gemma3_tiny': _gemma3('gemma3_tiny', num_layers=6, vocab_size=256, embed_dim=64,
+                           hidden_dim=128, num_heads=4, num_kv_heads=2, head_dim=16,
+                           query_pre_attn_scalar=24, sliding_window=8,
+                           rope_scale_global=8.0),
+    # ~100M parameters, for CPU benchmarks of the sampler and trainer.
+    'gemma3_100m': _gemma3('gemma3_100m', num_layers=16, vocab_size=32_768,
+                           embed_dim=640, hidden_dim=2048, num_heads=4, num_kv_heads=1,
+                           head_dim=128, sliding_window=512),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> ModelConfig:
+  """Returns the preset `name`, with any field overridden (e.g. dtype='bfloat16')."""
+  if name not in PRESETS:
+    raise ValueError(f'unknown model preset {name!r}; expected one of: '
+                     + ', '.join(sorted(PRESETS)))
+  cfg = PRESETS[name]
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+  if unknown:
+    raise ValueError(f'unknown ModelConfig field(s) {sorted(unknown)} for preset {name!r}')
+  return cfg.replace(**overrides) if overrides else cfg

@@ -1,0 +1,158 @@
+"""The Gemma decoder: embed -> scanned stack of blocks -> final norm -> tied logits.
+
+One module serves the full forward over a padded batch (training, scoring) and the
+cached step (prefill and decode): with `cache` the new keys/values are written at
+`cache_index` and queries attend over every cache slot that `attn_mask_BTS` allows.
+
+The L blocks share one parameter tree whose leaves carry a leading `layers` axis;
+they run under jax.lax.scan, so compile time does not grow with depth. Layers
+differ only in data (local/global attention, RoPE base and scaling), which rides
+along the scan as arrays.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax import struct
+
+from score_jax.models.config import AttentionType, ModelConfig
+from score_jax.models.layers import Attention, Embedder, FeedForward, RMSNorm
+
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.dots_saveable,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@struct.dataclass
+class KVCache:
+  """Keys/values of every layer for S slots, and the position held in each slot."""
+  k_LBSKH: jax.Array
+  v_LBSKH: jax.Array
+  pos_BS: jax.Array
+
+  @property
+  def num_slots(self) -> int:
+    return self.pos_BS.shape[1]
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) -> KVCache:
+  shape = (cfg.num_layers, batch_size, num_slots, cfg.num_kv_heads, cfg.head_dim)
+  dtype = dtype or cfg.jnp_dtype
+  return KVCache(k_LBSKH=jnp.zeros(shape, dtype), v_LBSKH=jnp.zeros(shape, dtype),
+                 pos_BS=jnp.zeros((batch_size, num_slots), jnp.int32))
+
+
+def causal_mask(positions_BT: jax.Array, valid_BT: jax.Array) -> jax.Array:
+  """(B, T, T) mask for a full forward: key valid and not after the query."""
+  return (valid_BT[:, None, :]
+          & (positions_BT[:, None, :] <= positions_BT[:, :, None]))
+
+
+class Block(nnx.Module):
+  """One decoder layer: pre-norm attention and GeGLU MLP, optional post-norms."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    d = cfg.embed_dim
+    self.pre_attention_norm = RMSNorm(d, 'embed', cfg, rngs=rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    if cfg.use_post_attn_norm:
+      self.post_attention_norm = RMSNorm(d, 'embed', cfg, rngs=rngs)
+    self.pre_ffw_norm = RMSNorm(d, 'embed', cfg, rngs=rngs)
+    self.mlp = FeedForward(cfg, rngs=rngs)
+    if cfg.use_post_ffw_norm:
+      self.post_ffw_norm = RMSNorm(d, 'embed', cfg, rngs=rngs)
+    self.cfg = cfg
+
+  def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
+               cache_kv=None, cache_index=None):
+    h_BTD, kv = self.attn(self.pre_attention_norm(x_BTD), positions_BT, mask_BTS,
+                          rope_base, rope_scale, cache_kv, cache_index)
+    if self.cfg.use_post_attn_norm:
+      h_BTD = self.post_attention_norm(h_BTD)
+    x_BTD = x_BTD + h_BTD
+    h_BTD = self.mlp(self.pre_ffw_norm(x_BTD))
+    if self.cfg.use_post_ffw_norm:
+      h_BTD = self.post_ffw_norm(h_BTD)
+    return x_BTD + h_BTD, kv
+
+
+def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+  """A Block whose every parameter has a leading axis of size L (logical 'layers')."""
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: Block(cfg, rngs=nnx.Rngs(0))))
+  keys_L = jax.random.split(rngs.params(), cfg.num_layers)
+  state = jax.vmap(lambda k: nnx.state(Block(cfg, rngs=nnx.Rngs(params=k))))(keys_L)
+  block = nnx.merge(graphdef, state)
+  for _, var in nnx.iter_graph(block):
+    if isinstance(var, nnx.Variable):
+      var.set_metadata(logical_axes=('layers',) + tuple(var.get_metadata()['logical_axes']))
+  return block
+
+
+class Transformer(nnx.Module):
+  """Gemma causal LM. Parameters: embedder, layers (stacked), final_norm."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embedder = Embedder(cfg, rngs=rngs)
+    self.layers = _stacked_blocks(cfg, rngs)
+    self.final_norm = RMSNorm(cfg.embed_dim, 'embed', cfg, rngs=rngs)
+
+  def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array,
+               attn_mask_BTS: jax.Array, cache: KVCache | None = None,
+               cache_index: jax.Array | int | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
+    """Logits for every input token, and the updated cache (None without one).
+
+    tokens_BT, positions_BT: int32. attn_mask_BTS: bool; S = T without a cache,
+    S = cache.num_slots with one (the new tokens occupy slots cache_index..+T).
+    The sliding window of local layers is applied here, from positions.
+    """
+    cfg = self.cfg
+    x_BTD = self.embedder.encode(tokens_BT)
+
+    if cache is None:
+      key_pos_BS = positions_BT
+    else:
+      key_pos_BS = jax.lax.dynamic_update_slice(
+          cache.pos_BS, positions_BT.astype(cache.pos_BS.dtype), (0, cache_index))
+    if cfg.sliding_window:
+      in_window = (positions_BT[:, :, None] - key_pos_BS[:, None, :]) < cfg.sliding_window
+      local_mask_BTS = attn_mask_BTS & in_window
+    else:
+      local_mask_BTS = attn_mask_BTS
+
+    is_local_L = jnp.array([t == AttentionType.LOCAL_SLIDING for t in cfg.attention_types])
+    graphdef, layer_state = nnx.split(self.layers)
+
+    def body(x_BTD, xs):
+      state_l, is_local, kv = xs
+      block = nnx.merge(graphdef, state_l)
+      mask_BTS = jnp.where(is_local, local_mask_BTS, attn_mask_BTS)
+      base = jnp.where(is_local, cfg.rope_base_local, cfg.rope_base_global)
+      scale = jnp.where(is_local, 1.0, cfg.rope_scale_global)
+      x_BTD, new_kv = block(x_BTD, positions_BT, mask_BTS, base, scale, kv, cache_index)
+      # Without a cache, emit nothing per layer: training must not stack L copies of K/V.
+      return x_BTD, (new_kv if kv is not None else None)
+
+    policy = REMAT_POLICIES[cfg.remat]
+    if cfg.remat != 'none':
+      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+    kv_in = None if cache is None else (cache.k_LBSKH, cache.v_LBSKH)
+    x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in))
+
+    logits_BTV = self.embedder.decode(self.final_norm(x_BTD))
+    if cfg.final_logit_softcap is not None:
+      cap = cfg.final_logit_softcap
+      logits_BTV = jnp.tanh(logits_BTV.astype(jnp.float32) / cap) * cap
+    new_cache = None
+    if cache is not None:
+      new_cache = KVCache(k_LBSKH=kv_out[0], v_LBSKH=kv_out[1], pos_BS=key_pos_BS)
+    return logits_BTV, new_cache
+
+
+def count_params(state) -> int:
+  return sum(x.size for x in jax.tree.leaves(state))
