@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 import pathlib
 import re
@@ -95,7 +96,10 @@ def load_mbpp(path: str | os.PathLike[str],
 
 
 def load_humaneval(path: str | os.PathLike[str]) -> list[HumanEvalExample]:
-  """Loads HumanEval.jsonl(.gz): task_id, prompt, entry_point, solution, test."""
+  """Loads HumanEval.jsonl(.gz).
+
+  Fields: task_id, prompt, entry_point, canonical_solution, test.
+  """
   examples = []
   for where, record in records.read_jsonl(path):
     fields = {name: records.get_field(record, name, str, where)
@@ -126,6 +130,11 @@ def extract_program(text: str) -> str | None:
   return text or None
 
 
+def _code_rewards():
+  """score_jax.rewards.code, imported on first use (it drives sandboxes)."""
+  return importlib.import_module('score_jax.rewards.code')
+
+
 def _normalise_newlines(code: str) -> str:
   return code.replace('\r\n', '\n')
 
@@ -150,13 +159,13 @@ class _CodeTask(tasks.Task):
     raise NotImplementedError
 
   def reward(self, example, response: str) -> float:
-    from score_jax.rewards import code as code_rewards  # pylint: disable=g-import-not-at-top
+    code_rewards = _code_rewards()
     program, tests = self.check_program(example, response)
     return float(code_rewards.run_tests(program, tests, self.timeout_s).passed)
 
   def rewards(self, examples: Sequence, responses: Sequence[str]) -> np.ndarray:
-    from score_jax.rewards import code as code_rewards  # pylint: disable=g-import-not-at-top
-    tasks._check_same_length(examples, responses)  # pylint: disable=protected-access
+    code_rewards = _code_rewards()
+    tasks.check_same_length(examples, responses)
     programs, tests_list = zip(*(self.check_program(e, r)
                                  for e, r in zip(examples, responses)))
     results = code_rewards.run_tests_batch(
@@ -214,7 +223,7 @@ class MBPPTask(_CodeTask):
 
   def check_program(self, example: MBPPExample,
                     response: str) -> tuple[str, str]:
-    from score_jax.rewards import code as code_rewards  # pylint: disable=g-import-not-at-top
+    code_rewards = _code_rewards()
     return (self.extract_answer(response) or '',
             code_rewards.mbpp_tests(dataclasses.asdict(example)))
 
@@ -256,7 +265,7 @@ class HumanEvalTask(_CodeTask):
 
   def check_program(self, example: HumanEvalExample,
                     response: str) -> tuple[str, str]:
-    from score_jax.rewards import code as code_rewards  # pylint: disable=g-import-not-at-top
+    code_rewards = _code_rewards()
     problem = dataclasses.asdict(example)
     return (code_rewards.humaneval_program(
         problem, self.completion(example, response)),

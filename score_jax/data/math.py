@@ -8,6 +8,7 @@ unless the record carries an `answer` field (MATH500 does).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import pathlib
 from typing import Iterator, Sequence
@@ -66,6 +67,11 @@ def last_boxed(text: str) -> str | None:
       if depth == 0:
         return rest[1:i]
   return None  # Unbalanced braces.
+
+
+def _math_rewards():
+  """score_jax.rewards.math (the sympy grader), imported on first use."""
+  return importlib.import_module('score_jax.rewards.math')
 
 
 def _example(where: str, record: dict, index: int,
@@ -198,9 +204,7 @@ class MathTask(tasks.Task):
                                        problem=example.problem)
 
   def extract_answer(self, text: str) -> str | None:
-    from score_jax.rewards import math as math_rewards  # pylint: disable=g-import-not-at-top
-    return math_rewards.extract_answer(text)
+    return _math_rewards().extract_answer(text)
 
   def reward(self, example: MathExample, response: str) -> float:
-    from score_jax.rewards import math as math_rewards  # pylint: disable=g-import-not-at-top
-    return float(math_rewards.math_reward(response, example.answer))
+    return float(_math_rewards().math_reward(response, example.answer))

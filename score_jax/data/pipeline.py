@@ -1,4 +1,4 @@
-"""Grain pipelines of first-turn prompts: shard, shuffle, tokenise, bucket, batch.
+"""Grain pipelines of first-turn prompts: shard, shuffle, tokenise, batch.
 
 Each batch is a dict of numpy arrays:
   prompt_ids:  int32[B, P]  chat-formatted prompt, RIGHT-padded with pad_id;

@@ -54,13 +54,14 @@ class Task(abc.ABC):
 
   def rewards(self, examples: Sequence[Any],
               responses: Sequence[str]) -> np.ndarray:
-    """Rewards of a batch, float32[len(examples)]; subclasses may parallelise."""
-    _check_same_length(examples, responses)
+    """Rewards of a batch, float32[len(examples)]; may run in parallel."""
+    check_same_length(examples, responses)
     return np.array([self.reward(e, r) for e, r in zip(examples, responses)],
                     dtype=np.float32)
 
 
-def _check_same_length(examples: Sequence[Any], responses: Sequence[str]):
+def check_same_length(examples: Sequence[Any], responses: Sequence[str]):
+  """Raises ValueError unless there is one response per example."""
   if len(examples) != len(responses):
     raise ValueError(f'rewards: got {len(examples)} examples but '
                      f'{len(responses)} responses; expected one per example')

@@ -112,7 +112,11 @@ class Tokenizer:
     return self._sp.IdToPiece(int(token_id))
 
   def chat_prompt_ids(self, user_text: str) -> list[int]:
-    """[bos] <start_of_turn>user\\n{user_text}<end_of_turn>\\n<start_of_turn>model\\n."""
+    """The first-turn prompt in Gemma's chat layout.
+
+    [bos] `<start_of_turn>user\\n{user_text}<end_of_turn>\\n`
+    `<start_of_turn>model\\n`
+    """
     return self.encode(_USER_HEADER + user_text + _TURN_FOOTER + _MODEL_HEADER,
                        add_bos=True)
 
@@ -127,7 +131,10 @@ class Tokenizer:
             self.encode(_TURN_FOOTER + _MODEL_HEADER))
 
   def correction_chunk_ids(self, instruction: str) -> list[int]:
-    """<end_of_turn>\\n<start_of_turn>user\\n{instruction}<end_of_turn>\\n<start_of_turn>model\\n.
+    """Closes y1 and opens the correction turn.
+
+    `<end_of_turn>\\n<start_of_turn>user\\n{instruction}<end_of_turn>\\n`
+    `<start_of_turn>model\\n`
 
     The sampler appends this after y1. Its first token is the end-of-turn that
     closes y1 (drop it when y1 already ended with one).

@@ -28,7 +28,8 @@ def _mbpp_record(task_id, text='Write f.', code_='def f():\r\n  return 1',
 @pytest.fixture
 def tiny_mbpp(tmp_path):
   (tmp_path / 'mbpp').mkdir()
-  rows = [_mbpp_record(i, text=f'Task {i}.', code_=f'def f{i}():\r\n  return {i}',
+  rows = [_mbpp_record(i, text=f'Task {i}.',
+                       code_=f'def f{i}():\r\n  return {i}',
                        tests=(f'assert f{i}() == {i}', f'assert f{i}() > 0'))
           for i in (1, 2, 3, 4, 11, 600, 601)]
   (tmp_path / 'mbpp' / 'mbpp.jsonl').write_text(
@@ -118,7 +119,8 @@ def test_humaneval_correction_instruction_is_the_papers():
 @pytest.mark.parametrize('response,expected', [
     ('def f():\n  return 1\n[DONE]\nmore', 'def f():\n  return 1'),
     ('[BEGIN]\ndef f():\n  return 1\n[DONE]', 'def f():\n  return 1'),
-    ('Here:\n```python\ndef f():\n  return 2\n```\ntext', 'def f():\n  return 2'),
+    ('Here:\n```python\ndef f():\n  return 2\n```\ntext',
+     'def f():\n  return 2'),
     ('```\nx = 1\n```', 'x = 1'),
     ('    return 1\n<end_of_turn>', '    return 1'),
     ('', None), ('[DONE]', None),

@@ -1,4 +1,4 @@
-"""Tests of score_jax.data.pipeline: sharding, restore, buckets, long prompts."""
+"""Tests of score_jax.data.pipeline: shards, restore, buckets, long prompts."""
 import dataclasses
 import json
 
