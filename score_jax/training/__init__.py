@@ -1,0 +1,1 @@
+"""Train state, sharding, jitted steps, checkpointing and the online SCoRe loop."""
