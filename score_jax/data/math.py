@@ -2,8 +2,9 @@
 
 SCoRe trains on MATH train plus the 4,500 test problems outside MATH500 (12,000
 problems) and evaluates on MATH500, the PRM800K split. The reference answer of
-a problem is the content of the LAST \\boxed{} (or \\fbox{}) of its solution,
-unless the record carries an `answer` field (MATH500 does).
+a problem is its `answer` field (MATH500 has one), else what
+score_jax.rewards.math.extract_answer finds in its solution (the content of the
+LAST \\boxed{}), so references and responses are extracted alike.
 """
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import dataclasses
 import importlib
 import os
 import pathlib
+import re
 from typing import Iterator, Sequence
+
+from absl import logging
 
 from score_jax.data import records
 from score_jax.data import tasks
@@ -29,6 +33,7 @@ MATH_CORRECTION_INSTRUCTION = (
     'Answer: The final answer is $answer$. I hope it is correct."')
 # How the instruction and the problem are joined is not published; our choice.
 MATH_PROMPT_TEMPLATE = '{instruction}\n\nProblem:\n{problem}'
+_BOX = re.compile(r'\\(?:boxed|fbox)(?![a-zA-Z])')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,32 +48,6 @@ class MathExample:
   subject: str = ''
 
 
-def last_boxed(text: str) -> str | None:
-  """Content of the last `\\boxed{...}`/`\\fbox{...}` in `text`, else None.
-
-  Braces are matched, so nested groups (`\\boxed{\\frac{1}{2}}`) come out
-  whole. The brace-less form `\\boxed 5` yields the text up to the next `$`
-  or whitespace.
-  """
-  start = max(text.rfind('\\boxed'), text.rfind('\\fbox'))
-  if start < 0:
-    return None
-  rest = text[start + (6 if text.startswith('\\boxed', start) else 5):]
-  if rest.startswith(' '):
-    return rest[1:].split('$')[0].split()[0] if rest[1:].strip() else None
-  if not rest.startswith('{'):
-    return None
-  depth = 0
-  for i, ch in enumerate(rest):
-    if ch == '{':
-      depth += 1
-    elif ch == '}':
-      depth -= 1
-      if depth == 0:
-        return rest[1:i]
-  return None  # Unbalanced braces.
-
-
 def _math_rewards():
   """score_jax.rewards.math (the sympy grader), imported on first use."""
   return importlib.import_module('score_jax.rewards.math')
@@ -79,10 +58,15 @@ def _example(where: str, record: dict, index: int,
   solution = records.get_field(record, 'solution', str, where)
   answer = records.get_field(record, 'answer', str, where, default=None)
   if answer is None:
-    answer = last_boxed(solution)
-    if answer is None:
-      raise ValueError(f"{where}: field 'solution' has no balanced \\boxed{{}}"
-                       " and there is no 'answer' field; expected one")
+    answer = _math_rewards().extract_answer(solution)
+  if answer is None:
+    if not _BOX.search(solution):
+      raise ValueError(f"{where}: field 'solution' has no \\boxed{{}} and "
+                       "there is no 'answer' field; expected one of them")
+    # MATH train/number_theory/7115 and 7117 box nothing ("\boxed{} primes").
+    logging.warning('%s: empty \\boxed{} in the solution; the reference '
+                    'answer is empty, so no response is rewarded', where)
+    answer = ''
   level = records.get_field(record, 'level', (str, int), where, default='')
   return MathExample(
       index=index,
