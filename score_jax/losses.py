@@ -51,7 +51,7 @@ class LossConfig:
   alpha: float = 10.0
   kl_estimator: str = 'exact'
   kl_in_reward: bool = False
-  baseline: str = 'loo'
+  baseline: str = 'batch_mean'
   samples_per_prompt: int = 1
   normalize: str = 'sequence'
   credit_y1_with_y2: bool = False

@@ -1,0 +1,52 @@
+"""The base model of a run: loaded from config.model.checkpoint, or (for the
+synthetic demo) trained by the supervised warm-up and cached under the workdir.
+
+The cache key is a hash of everything that shapes the base model (model config,
+tokenizer, task, warm-up settings, seed), so a changed config trains a new one
+and a rerun with the same config reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import jax
+from absl import logging
+from flax import nnx
+
+from score_jax.training import warmup as warmup_lib
+from score_jax.training.checkpoint import restore_params, save_params
+from score_jax.training.experiment import Experiment
+from score_jax.training.trainer import train_sft
+
+
+def _fingerprint(exp: Experiment) -> str:
+  c = exp.cfg
+  key = {'model': str(exp.model_cfg), 'tokenizer': exp.tokenizer.serialized_proto.hex(),
+         'task': c.task.to_dict(), 'warmup': c.warmup.to_dict() if 'warmup' in c else None,
+         'seed': c.seed, 'buckets': list(c.data.buckets),
+         'max_tokens': [c.sampling.max_y1_tokens, c.sampling.max_y2_tokens]}
+  return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_or_train_base(exp: Experiment) -> nnx.State:
+  """Params of the base (= reference) model, laid out for training."""
+  params = exp.init_params(exp.cfg.seed)
+  if exp.cfg.model.checkpoint or 'warmup' not in exp.cfg or exp.cfg.warmup.steps <= 0:
+    return params
+  path = exp.workdir / f'base-{_fingerprint(exp)}'
+  if (path / 'params').exists():
+    logging.info('reusing the cached base model at %s', path)
+    print(f'Reusing the cached base model at {path}')
+    return restore_params(path / 'params', params)
+  w = exp.cfg.warmup
+  traces, target = warmup_lib.synthetic_warmup(
+      exp, num_examples=len(exp.task.load_examples('train')), seed=exp.cfg.seed,
+      corrupt_fraction=w.corrupt_fraction)
+  params = train_sft(exp, params, traces, target, steps=w.steps, batch_size=w.batch_size,
+                     learning_rate=w.learning_rate, seed=exp.cfg.seed, phase='warmup',
+                     warmup_steps=w.warmup_steps)
+  if jax.process_index() == 0:
+    path.mkdir(parents=True, exist_ok=True)
+  save_params(path / 'params', params)
+  return params

@@ -1,0 +1,209 @@
+"""Builds what a run needs from its config: task, tokenizer, model, mesh, sampler.
+
+Also the two host-side operations every phase shares: rolling out two attempts
+and scoring them with the task's reward, and evaluating a policy on held-out
+problems with the paper's metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from score_jax import config as config_lib
+from score_jax import evaluation
+from score_jax.data import tasks as tasks_lib
+from score_jax.data.pipeline import PromptPipeline
+from score_jax.data.tokenizer import Tokenizer, train_sentencepiece
+from score_jax.models import Transformer, get_preset
+from score_jax.sampling import trace as trace_lib
+from score_jax.sampling.config import SamplingConfig
+from score_jax.sampling.rollout import Sampler
+from score_jax.training import sharding as sh
+
+
+@dataclasses.dataclass
+class Rollout:
+  """Two attempts for a batch of prompts, scored on the host."""
+  trace: trace_lib.CorrectionTrace
+  r1: np.ndarray            # (B,) float32
+  r2: np.ndarray
+  y1_ids: list[list[int]]
+  y2_ids: list[list[int]]
+  rows: np.ndarray          # (B,) bool: real rows (False: batch padding)
+  sample_s: float = 0.0     # wall time of the two-turn sampling
+  reward_s: float = 0.0     # wall time of the host-side rewards
+
+  def train_batch(self) -> dict[str, np.ndarray]:
+    t = self.trace
+    return {'tokens': np.asarray(t.tokens_BT), 'valid': np.asarray(t.valid_BT),
+            'y1_mask': np.asarray(t.y1_mask_BT), 'y2_mask': np.asarray(t.y2_mask_BT),
+            'r1': self.r1.astype(np.float32), 'r2': self.r2.astype(np.float32)}
+
+
+def build_tokenizer(cfg: ml_collections.ConfigDict, task: tasks_lib.Task,
+                    workdir: pathlib.Path) -> Tokenizer:
+  """Loads config.tokenizer.path, or trains a small one on the task's corpus (cached)."""
+  if cfg.tokenizer.path:
+    path = config_lib.resolve_path(cfg.tokenizer.path)
+    if not path.is_file():
+      raise FileNotFoundError(f'config.tokenizer.path: {path} does not exist')
+    return Tokenizer(str(path))
+  if not hasattr(task, 'tokenizer_corpus'):
+    raise ValueError(f'config.tokenizer.path is empty and task {task.name!r} has no '
+                     'corpus to train one on; point it at a sentencepiece .model')
+  target = workdir / 'tokenizer.model'
+  if target.is_file():
+    return Tokenizer(str(target))
+  workdir.mkdir(parents=True, exist_ok=True)
+  tok = train_sentencepiece(task.tokenizer_corpus(), cfg.tokenizer.vocab_size,
+                            str(workdir / 'tokenizer'))
+  logging.info('trained a %d-piece tokenizer at %s', tok.vocab_size, target)
+  return Tokenizer(str(target))
+
+
+class Experiment:
+  """The objects of one run, built once. Holds no training state."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, task: tasks_lib.Task | None = None):
+    """`task` overrides config.task (for tasks not in the registry)."""
+    self.cfg = cfg
+    self.workdir = config_lib.resolve_path(cfg.workdir)
+    # Validate every section up front, so a bad config fails before any work.
+    for validate in (config_lib.loss_config, config_lib.optim_config, config_lib.schedule):
+      validate(cfg)
+    self.task = task or tasks_lib.make_task(cfg.task.name, **cfg.task.fields.to_dict())
+    self.tokenizer = build_tokenizer(cfg, self.task, self.workdir)
+    overrides = cfg.model.overrides.to_dict()
+    if not cfg.model.checkpoint:
+      overrides.setdefault('vocab_size', self.tokenizer.vocab_size)
+    self.model_cfg = get_preset(cfg.model.preset, **overrides)
+    if self.model_cfg.vocab_size < self.tokenizer.vocab_size:
+      raise ValueError(f'model vocab_size {self.model_cfg.vocab_size} < tokenizer '
+                       f'vocab_size {self.tokenizer.vocab_size} (config.model)')
+    self.graphdef, _ = nnx.split(nnx.eval_shape(
+        lambda: Transformer(self.model_cfg, rngs=nnx.Rngs(0))))
+
+    shape = tuple(cfg.mesh.shape) or None
+    self.strategy = sh.get_strategy(cfg.mesh.strategy, shape)
+    self.mesh = sh.make_mesh(self.strategy.mesh_shape)
+    self.chunk_ids = self.tokenizer.correction_chunk_ids(self.task.correction_instruction)
+    self.stop_ids = (self.tokenizer.eos_id, self.tokenizer.end_of_turn_id)
+    self._samplers: dict[float, Sampler] = {}
+
+  # --------------------------------------------------------------------- model
+
+  def init_params(self, seed: int) -> nnx.State:
+    """Random params (or the configured checkpoint), laid out for training."""
+    if self.cfg.model.checkpoint:
+      from score_jax.models.checkpoints import load_params  # pylint: disable=g-import-not-at-top
+      params = load_params(self.cfg.model.checkpoint, self.model_cfg,
+                           fmt=self.cfg.model.checkpoint_format)
+    else:
+      _, params = nnx.split(Transformer(self.model_cfg, rngs=nnx.Rngs(seed)))
+    return jax.device_put(params, self.param_shardings(params))
+
+  def param_shardings(self, params, for_sampling: bool = False):
+    rules = self.strategy.rules
+    if for_sampling and self.strategy.sample_rules is not None:
+      rules = self.strategy.sample_rules
+    return sh.param_shardings(params, rules, self.mesh)
+
+  def for_sampling(self, params):
+    """Reshards weights for the sampler when the strategy says so (else no-op)."""
+    if self.strategy.sample_rules is None:
+      return params
+    return jax.device_put(params, self.param_shardings(params, for_sampling=True))
+
+  # --------------------------------------------------------------------- sampling
+
+  def sampler(self, temperature: float) -> Sampler:
+    if temperature not in self._samplers:
+      s = self.cfg.sampling
+      self._samplers[temperature] = Sampler(self.graphdef, SamplingConfig(
+          stop_ids=self.stop_ids, pad_id=self.tokenizer.pad_id, temperature=temperature,
+          top_k=s.top_k or None, top_p=None if s.top_p >= 1.0 else s.top_p,
+          max_y1_tokens=s.max_y1_tokens, max_y2_tokens=s.max_y2_tokens,
+          prompt_buckets=tuple(self.cfg.data.buckets)))
+    return self._samplers[temperature]
+
+  def pipeline(self, examples: Sequence[Any], batch_size: int, *, seed: int,
+               train: bool) -> PromptPipeline:
+    return PromptPipeline(examples, self.task, self.tokenizer, batch_size=batch_size,
+                          buckets=tuple(self.cfg.data.buckets), seed=seed, shuffle=train,
+                          num_epochs=None if train else 1, drop_remainder=train,
+                          overlong=self.cfg.data.overlong)
+
+  def rollout(self, params, batch: dict, examples: Sequence[Any], key: jax.Array, *,
+              temperature: float, repeat: int = 1, y1_ids=None, y1_mask=None) -> Rollout:
+    """Samples y1 then y2 for each prompt (`repeat` times each) and scores both."""
+    ids = np.repeat(np.asarray(batch['prompt_ids']), repeat, axis=0)
+    mask = np.repeat(np.asarray(batch['prompt_mask']), repeat, axis=0)
+    index = np.repeat(np.asarray(batch['index']), repeat, axis=0)
+    t0 = time.perf_counter()
+    trace = self.sampler(temperature).rollout(params, ids, mask, self.chunk_ids, key,
+                                              y1_ids_BM=y1_ids, y1_mask_BM=y1_mask)
+    y1 = trace_lib.turn_ids(trace, 1)   # blocks until sampling is done
+    t1 = time.perf_counter()
+    y2 = trace_lib.turn_ids(trace, 2)
+    rows = index >= 0
+    r1 = np.zeros(len(index), np.float32)
+    r2 = np.zeros(len(index), np.float32)
+    if rows.any():
+      exs = [examples[i] for i in index[rows]]
+      dec = self.tokenizer.decode
+      r1[rows] = self.task.rewards(exs, [dec(y) for y, ok in zip(y1, rows) if ok])
+      r2[rows] = self.task.rewards(exs, [dec(y) for y, ok in zip(y2, rows) if ok])
+    return Rollout(trace, r1, r2, y1, y2, rows, sample_s=t1 - t0,
+                   reward_s=time.perf_counter() - t1)
+
+  def evaluate(self, params, *, split: str | None = None, num_problems: int | None = None,
+               temperature: float = 0.0, seed: int = 0, progress=None) -> dict:
+    """The paper's metrics of the two-turn protocol on held-out problems."""
+    ecfg = self.cfg.eval
+    examples = self.task.load_examples(split or ecfg.split)
+    n = min(num_problems or ecfg.num_problems, len(examples))
+    examples = examples[:n]
+    sample_params = self.for_sampling(params)
+    r1, r2, y1s, y2s = [], [], [], []
+    key = jax.random.key(seed)
+    for i, batch in enumerate(self.pipeline(examples, ecfg.batch_size, seed=seed,
+                                            train=False)):
+      ro = self.rollout(sample_params, batch, examples, jax.random.fold_in(key, i),
+                        temperature=temperature)
+      keep = ro.rows
+      r1.append(ro.r1[keep])
+      r2.append(ro.r2[keep])
+      y1s += [y for y, k in zip(ro.y1_ids, keep) if k]
+      y2s += [y for y, k in zip(ro.y2_ids, keep) if k]
+      if progress is not None:
+        progress.update(int(keep.sum()))
+    r1, r2 = np.concatenate(r1), np.concatenate(r2)
+    summary = evaluation.summarize(r1, r2, y1s, y2s, bootstrap_seed=seed,
+                                   num_resamples=ecfg.bootstrap_resamples)
+    summary.update(temperature=temperature, r1=r1, r2=r2)
+    return summary
+
+
+def to_global(batch: dict, exp: Experiment) -> dict:
+  """Host rows -> global arrays sharded over the mesh's batch axes."""
+  return sh.host_local_batch_to_global(batch, exp.mesh, exp.strategy.rules)
+
+
+def finite_or_raise(metrics: dict, phase: str, step: int) -> dict:
+  """The NaN/Inf guard: host floats of the metrics, or a clear stop."""
+  host = {k: float(np.asarray(v)) for k, v in metrics.items()}
+  bad = sorted(k for k, v in host.items() if not np.isfinite(v))
+  if bad:
+    raise FloatingPointError(
+        f'{phase} step {step}: non-finite {", ".join(f"{k}={host[k]}" for k in bad)}; '
+        'stopping before the update is saved. Lower optim.learning_rate, tighten '
+        'optim.grad_clip_norm, or use model.overrides.dtype=float32.')
+  return host

@@ -1,0 +1,61 @@
+"""What a finished run leaves behind: results JSON, a markdown table, a PNG plot."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from score_jax import evaluation
+from score_jax.training.experiment import Experiment
+from score_jax.training.logging import read_jsonl
+
+
+def _jsonable(summary: dict) -> dict:
+  return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in summary.items()
+          if k not in ('r1', 'r2')}
+
+
+def plot_accuracy(metrics_jsonl: pathlib.Path, out_png: pathlib.Path) -> pathlib.Path | None:
+  """Acc@t1 / Acc@t2 of the training rollouts over steps, stage boundary marked."""
+  if not metrics_jsonl.exists():
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  by_step = {r['step']: r for r in read_jsonl(metrics_jsonl) if 'acc_t1' in r}
+  steps = sorted(by_step)
+  if not steps:
+    return None
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for key, label in (('acc_t1', 'Acc@t1'), ('acc_t2', 'Acc@t2')):
+    ax.plot(steps, [by_step[s][key] for s in steps], label=label)
+  ax.set_xlabel('training step')
+  ax.set_ylabel('accuracy of training rollouts (T=1)')
+  ax.set_title('SCoRe: first and second attempt during training')
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=120)
+  plt.close(fig)
+  return out_png
+
+
+def write_run_report(exp: Experiment, results: dict[str, dict], timings: dict,
+                     phase: str) -> dict[str, pathlib.Path]:
+  out = exp.workdir
+  out.mkdir(parents=True, exist_ok=True)
+  results_json = out / 'results.json'
+  results_json.write_text(json.dumps(
+      {'results': {k: _jsonable(v) for k, v in results.items()}, 'timings_s': timings,
+       'config': exp.cfg.to_dict()}, indent=1, default=str))
+  table_md = out / 'results.md'
+  table_md.write_text('\n\n'.join(
+      f'### {name}\n\n' + evaluation.format_table({name: r}) for name, r in results.items()))
+  paths = {'results': results_json, 'table': table_md,
+           'metrics': out / phase / 'metrics.jsonl', 'tensorboard': out / phase / 'tensorboard',
+           'checkpoints': out / phase / 'checkpoints'}
+  png = plot_accuracy(out / phase / 'metrics.jsonl', out / 'accuracy.png')
+  if png is not None:
+    paths['plot'] = png
+  return paths

@@ -1,0 +1,212 @@
+"""The online SCoRe loop and the supervised loop (warm-up, STaR, Pair-SFT).
+
+One SCoRe step, top to bottom (`train_score`):
+  prompts (grain) -> two attempts from the policy (sampler, same KV cache)
+  -> rewards on the host (task) -> one policy + one reference forward over
+  [x, y1, p, y2] and the Stage I or II loss (jitted step) -> AdamW update
+  -> metrics (JSONL, TensorBoard, progress bar) -> Orbax checkpoint on schedule.
+The stage schedule is a list of (stage, steps) segments run in order; the
+checkpoint stores the global step, so a resumed run re-enters the right segment
+and the data iterator continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from score_jax import config as config_lib
+from score_jax.sampling import trace as trace_lib
+from score_jax.training import state as state_lib
+from score_jax.training import step as step_lib
+from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
+from score_jax.training.experiment import Experiment, finite_or_raise, to_global
+from score_jax.training.logging import MetricsWriter, progress
+
+
+def stage_at(schedule: Sequence[tuple[str, int]], step: int) -> str | None:
+  """The stage that global step `step` (0-based) belongs to; None past the end."""
+  for stage, n in schedule:
+    if step < n:
+      return stage
+    step -= n
+  return None
+
+
+@dataclasses.dataclass
+class ScoreResult:
+  params: nnx.State
+  steps: int
+  history: list[dict]
+
+
+def _with_base_y1(exp: Experiment, ref_params, batch, examples, key, k: int,
+                  fraction: float, temperature: float, policy_params):
+  """The paper's Stage II data trick: extra rows whose y1 was sampled by the base model."""
+  n = int(round(fraction * len(batch['index'])))
+  if n == 0:
+    return None
+  sub = {name: np.asarray(v)[:n] for name, v in batch.items()}
+  ids = np.repeat(sub['prompt_ids'], k, axis=0)
+  mask = np.repeat(sub['prompt_mask'], k, axis=0)
+  gen = exp.sampler(temperature).generate(ref_params, ids, mask, jax.random.fold_in(key, 7))
+  y1 = np.asarray(gen.tokens_BM)
+  y1_mask = np.arange(y1.shape[1])[None, :] < np.asarray(gen.len_B)[:, None]
+  return exp.rollout(policy_params, sub, examples, jax.random.fold_in(key, 8),
+                     temperature=temperature, repeat=k, y1_ids=y1, y1_mask=y1_mask)
+
+
+def _concat_batches(a: dict, b: dict | None) -> dict:
+  return a if b is None else {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
+                schedule: Sequence[tuple[str, int]] | None = None,
+                workdir=None, phase: str = 'score', seed: int | None = None,
+                on_log: Callable[[int, dict], None] | None = None,
+                stop_after: int | None = None) -> ScoreResult:
+  """Runs the stage schedule from `params` against the frozen `ref_params`.
+
+  Resumes from the latest checkpoint under `workdir` when config.checkpoint.resume.
+  `stop_after`: end (with a checkpoint) after this many steps of this call, as if
+  killed; used to test exact resumption.
+  """
+  cfg = exp.cfg
+  seed = cfg.seed if seed is None else seed
+  schedule = list(schedule if schedule is not None else config_lib.schedule(cfg))
+  total = sum(n for _, n in schedule)
+  workdir = exp.workdir / phase if workdir is None else workdir
+  loss_cfg = config_lib.loss_config(cfg)
+  optim_cfg = dataclasses.replace(config_lib.optim_config(cfg), total_steps=total)
+  tx = state_lib.make_optimizer(optim_cfg)
+  shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
+  state = state_lib.init_train_state(params, tx, jax.random.key(seed), shardings)
+  ref_params = jax.device_put(ref_params, shardings.params)
+
+  examples = exp.task.load_examples('train')
+  pipeline = exp.pipeline(examples, cfg.data.batch_size, seed=seed, train=True)
+  data_it = iter(pipeline)
+  ckpt = Checkpointer(CheckpointConfig(
+      directory=str(workdir / 'checkpoints'), every=cfg.checkpoint.every,
+      keep=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
+      async_save=cfg.checkpoint.async_save))
+  start = 0
+  if cfg.checkpoint.resume and ckpt.latest_step() is not None:
+    state, data_state, meta = ckpt.restore(state)
+    data_it.set_state(data_state)
+    start = int(meta['step'])
+    logging.info('%s: resumed at step %d (%s)', phase, start, meta.get('stage'))
+
+  writer = MetricsWriter(workdir)
+  k = cfg.train.samples_per_prompt
+  temperature = float(cfg.sampling.temperature)
+  steps_fns: dict[str, Callable] = {}
+  history: list[dict] = []
+  window: list[float] = []
+  bar = progress(total, f'{phase}', initial=start)
+  key = jax.random.key(seed + 1)
+  step = start
+  try:
+    while step < total and (stop_after is None or step < start + stop_after):
+      stage = stage_at(schedule, step)
+      batch = next(data_it)
+      step_key = jax.random.fold_in(key, step)
+      sample_params = exp.for_sampling(state.params)
+      ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature,
+                       repeat=k)
+      train_batch = ro.train_batch()
+      extra = None
+      if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
+        extra = _with_base_y1(exp, ref_params, batch, examples, step_key, k,
+                              cfg.train.base_y1_fraction, temperature, sample_params)
+      if extra is not None:
+        train_batch = _concat_batches(train_batch, extra.train_batch())
+      t0 = time.perf_counter()
+      global_batch = to_global(train_batch, exp)
+      if stage not in steps_fns:
+        steps_fns[stage] = step_lib.compile_step(
+            exp.graphdef, tx, loss_cfg, stage, exp.mesh, exp.strategy.rules, shardings,
+            shardings.params, global_batch)
+      state, metrics = steps_fns[stage](state, ref_params, global_batch)
+      host = finite_or_raise(metrics, f'{phase}/{stage}', step)
+      update_s = time.perf_counter() - t0
+      step += 1
+      window.append(float(np.mean((ro.r1 + ro.r2) / 2)))
+      window = window[-max(cfg.train.log_every, 1):]
+      host.update(stage=stage, acc_t1=float(ro.r1.mean()), acc_t2=float(ro.r2.mean()),
+                  time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
+                  time_update_s=update_s)
+      history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))
+      if step % max(cfg.train.log_every, 1) == 0 or step == total:
+        writer.write(phase, step, host)
+        if on_log is not None:
+          on_log(step, host)
+      bar.set_postfix(stage=stage, t1=f'{host["acc_t1"]:.2f}', t2=f'{host["acc_t2"]:.2f}')
+      bar.update(1)
+      stopping = step == total or (stop_after is not None and step == start + stop_after)
+      if ckpt.should_save(step, stopping):
+        ckpt.save(step, state, data_it.get_state(), {'step': step, 'stage': stage},
+                  train_reward=float(np.mean(window)))
+  finally:
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  return ScoreResult(params=state.params, steps=step, history=history)
+
+
+# ----------------------------------------------------------------------------- SFT
+
+
+def sft_batches(traces: trace_lib.CorrectionTrace, target_mask: np.ndarray,
+                batch_size: int, seed: int):
+  """Endless seeded minibatches of (tokens, valid, target_mask) from packed traces."""
+  tokens = np.asarray(traces.tokens_BT)
+  valid = np.asarray(traces.valid_BT)
+  n = tokens.shape[0]
+  if n < batch_size:
+    raise ValueError(f'SFT data has {n} traces; fewer than batch_size={batch_size}')
+  rng = np.random.default_rng(seed)
+  while True:
+    order = rng.permutation(n)
+    for i in range(0, n - batch_size + 1, batch_size):
+      idx = order[i:i + batch_size]
+      yield {'tokens': tokens[idx], 'valid': valid[idx], 'target_mask': target_mask[idx]}
+
+
+def train_sft(exp: Experiment, params: nnx.State, traces: trace_lib.CorrectionTrace,
+              target_mask: np.ndarray, *, steps: int, batch_size: int,
+              learning_rate: float, seed: int = 0, phase: str = 'sft',
+              warmup_steps: int = 0) -> nnx.State:
+  """Supervised fine-tuning on packed traces; loss only where target_mask is True."""
+  optim = dataclasses.replace(config_lib.optim_config(exp.cfg), learning_rate=learning_rate,
+                              total_steps=steps, warmup_steps=warmup_steps,
+                              grad_accum_steps=1)
+  tx = state_lib.make_optimizer(optim)
+  shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
+  state = state_lib.init_train_state(params, tx, jax.random.key(seed), shardings)
+  writer = MetricsWriter(exp.workdir / phase)
+  batches = sft_batches(traces, target_mask, batch_size, seed)
+  fn = None
+  bar = progress(steps, phase)
+  try:
+    for step in range(1, steps + 1):
+      batch = to_global(next(batches), exp)
+      if fn is None:
+        fn = step_lib.compile_step(exp.graphdef, tx, None, 'sft', exp.mesh,
+                                   exp.strategy.rules, shardings, None, batch)
+      state, metrics = fn(state, None, batch)
+      if step % max(exp.cfg.train.log_every, 1) == 0 or step == steps:
+        host = finite_or_raise(metrics, phase, step)
+        writer.write(phase, step, host)
+        bar.set_postfix(nll=f'{host["loss"]:.3f}')
+      bar.update(1)
+  finally:
+    bar.close()
+    writer.close()
+  return state.params

@@ -1,0 +1,114 @@
+"""The online loop on the real path: sampler -> rewards -> jitted step -> checkpoints."""
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from score_jax.config import base_config
+from score_jax.data import synthetic
+from score_jax.training.experiment import Experiment
+from score_jax.training.trainer import stage_at, train_score
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _config(workdir, **train):
+  c = base_config()
+  c.workdir = str(workdir)
+  c.model.preset = 'gemma3_tiny'
+  c.model.overrides.num_layers = 2
+  c.model.overrides.sliding_window = 64
+  c.tokenizer.vocab_size = 48
+  c.task.fields.digits = 1
+  c.task.fields.num_train = 40
+  c.task.fields.num_test = 15
+  c.data.batch_size = 4
+  c.data.buckets = (16,)
+  c.sampling.max_y1_tokens = 3
+  c.sampling.max_y2_tokens = 3
+  c.train.samples_per_prompt = 4
+  c.train.log_every = 1
+  c.checkpoint.every = 100
+  c.checkpoint.async_save = False
+  c.eval.num_problems = 15
+  c.eval.batch_size = 16
+  c.eval.bootstrap_resamples = 200
+  for k, v in train.items():
+    setattr(c.train, k, v)
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class LeadingDigitBandit(synthetic.SyntheticArithmeticTask):
+  """A bandit: reward 1 when the response starts with '7', whatever the question."""
+  name: str = 'leading_digit_bandit'
+
+  def reward(self, example, response):
+    return float(response.strip().startswith('7'))
+
+
+def test_stage_at_walks_the_schedule():
+  sched = [('stage1', 2), ('stage2', 3), ('stage1', 1)]
+  assert [stage_at(sched, s) for s in range(7)] == (
+      ['stage1'] * 2 + ['stage2'] * 3 + ['stage1', None])
+
+
+def test_stage_two_raises_acc_t2_on_a_bandit(tmp_path):
+  cfg = _config(tmp_path, schedule=(('stage2', 30),))
+  cfg.optim.learning_rate = 3e-2
+  cfg.loss.beta1 = 0.0
+  cfg.loss.alpha = 1.0
+  cfg.sampling.temperature = 1.0
+  exp = Experiment(cfg, task=LeadingDigitBandit(digits=1, num_train=40, num_test=15))
+  base = exp.init_params(0)
+  before = exp.evaluate(base, temperature=1.0, seed=1)
+  result = train_score(exp, base, base)
+  after = exp.evaluate(result.params, temperature=1.0, seed=1)
+  early = np.mean([h['acc_t2'] for h in result.history[:5]])
+  late = np.mean([h['acc_t2'] for h in result.history[-5:]])
+  print(f'Acc@t2 before {before["acc_t2"]:.3f} after {after["acc_t2"]:.3f}; '
+        f'training rollouts {early:.3f} -> {late:.3f}')
+  assert after['acc_t2'] >= before['acc_t2'] + 0.3
+  assert late > early + 0.3
+
+
+def test_resume_is_exact(tmp_path):
+  sched = (('stage1', 3), ('stage2', 3))
+  straight_exp = Experiment(_config(tmp_path / 'a', schedule=sched))
+  base = straight_exp.init_params(0)
+  straight = train_score(straight_exp, base, base)
+
+  exp = Experiment(_config(tmp_path / 'b', schedule=sched))
+  first = train_score(exp, base, base, stop_after=3)     # then "killed"
+  assert first.steps == 3
+  resumed = train_score(Experiment(_config(tmp_path / 'b', schedule=sched)), base, base)
+  assert resumed.steps == 6
+  order = [h['prompts'] for h in first.history + resumed.history]
+  assert order == [h['prompts'] for h in straight.history]
+  for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--config.model.preset=gemma9_huge'], "unknown model preset 'gemma9_huge'"),
+    (['--config.task.name=sudoku'], 'sudoku'),
+    (['--config.mesh.strategy=zigzag'], "unknown sharding strategy 'zigzag'"),
+    (['--config.train.no_such_field=1'], 'no_such_field'),
+    (['--no_such_flag'], 'no_such_flag'),
+])
+def test_bad_flags_exit_with_one_line(args, expected, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, str(REPO / 'launch' / 'train.py'), '--config=configs/tiny.py',
+       f'--config.workdir={tmp_path}', *args],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  errors = [l for l in lines if expected in l]
+  assert errors, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
