@@ -49,7 +49,7 @@ class ModelConfig:
   param_dtype: str = 'float32'
   dtype: str = 'float32'               # compute dtype of activations
   remat: str = 'none'                  # see transformer.REMAT_POLICIES
-  scan_layers: bool = True
+  scan_layers: bool = True             # False: unroll the layer loop (for comparison)
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

@@ -142,7 +142,9 @@ class Transformer(nnx.Module):
     if cfg.remat != 'none':
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
     kv_in = None if cache is None else (cache.k_LBSKH, cache.v_LBSKH)
-    x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in))
+    # scan_layers=False unrolls the loop: same program per layer, compile time ~ L.
+    x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
+                                 unroll=1 if cfg.scan_layers else cfg.num_layers)
 
     logits_BTV = self.embedder.decode(self.final_norm(x_BTD))
     if cfg.final_logit_softcap is not None:

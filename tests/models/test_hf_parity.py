@@ -2,9 +2,9 @@
 
 The reference is transformers' GemmaForCausalLM / Gemma2ForCausalLM /
 Gemma3ForCausalLM (CPU torch, float32, eager attention) holding the same random
-weights, copied by score_jax.models.hf_convert. Every norm scale is random, so
-the (1 + scale) norms are exercised; the batch mixes a full row, a left-padded
-and a right-padded row (attention_mask and explicit position_ids go to HF) and is
+weights (conftest.make_random_model), copied by score_jax.models.hf_convert.
+Every norm scale is random, so the (1 + scale) norms are exercised; the batch
+mixes a full row, a left-padded and a right-padded row (attention_mask and explicit position_ids go to HF) and is
 longer than the sliding window. We compare logits at valid positions for the
 full forward and for cached decoding (prefill, then one token at a time), and
 check that the inputs are sensitive to each feature: a model with one feature
@@ -42,39 +42,7 @@ CONFIGS = {
 }
 HF_CLASSES = {'gemma': 'GemmaForCausalLM', 'gemma2': 'Gemma2ForCausalLM',
               'gemma3_text': 'Gemma3ForCausalLM'}
-
-
-# Input axes of each weight (after the leading layers axis), for a LeCun-normal draw.
-_FAN_IN_AXES = {'input_embedding': (), 'q_einsum': (2,), 'kv_einsum': (3,),
-                'qkv_einsum': (3,), 'attn_vec_einsum': (1, 2), 'gating_einsum': (2,),
-                'linear': (1,)}
 QK_GAIN = 3.0  # q/k weights x3: attention logits reach Gemma 2's soft-cap of 50
-
-
-def _random_model(cfg):
-  """Our model holding numpy-drawn random weights; every norm scale ~ N(0, 0.3^2).
-
-  Drawn with numpy on an abstract model: no per-op XLA compiles, and independent
-  of our own initialisers.
-  """
-  model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
-  state = nnx.state(model, nnx.Param)
-  rng = np.random.RandomState(1)
-
-  def draw(path, x):
-    names = tuple(k.key for k in path)
-    if names[-1] == 'scale':
-      return jnp.asarray(0.3 * rng.randn(*x.shape), x.dtype)
-    name = names[-2] if names[-1] == 'w' else names[-1]
-    std = np.prod([x.shape[a] for a in _FAN_IN_AXES[name]]) ** -0.5
-    if name in ('q_einsum', 'kv_einsum', 'qkv_einsum'):
-      std *= QK_GAIN
-    return jnp.asarray(std * rng.randn(*x.shape), x.dtype)
-
-  nnx.replace_by_pure_dict(
-      state, jax.tree_util.tree_map_with_path(draw, state.to_pure_dict()))
-  nnx.update(model, state)
-  return model
 
 
 def _batch(vocab_size):
@@ -141,9 +109,9 @@ def _cached_decode(model, tokens_BT, positions_BT, valid_BT):
 
 
 @pytest.fixture(scope='module', params=sorted(CONFIGS))
-def case(request):
+def case(request, random_model):
   cfg = CONFIGS[request.param]
-  model = _random_model(cfg)
+  model = random_model(cfg, qk_gain=QK_GAIN)
   batch = _batch(cfg.vocab_size)
   return cfg, model, batch, _hf_logits(cfg, model, *batch)
 
@@ -171,20 +139,23 @@ def test_cached_decode_matches_hf(case):
 
 
 def _mutations(cfg):
-  """Config changes the batch must detect (each alone is a plausible port bug)."""
-  muts = {'rope_base_global': cfg.replace(rope_base_global=2 * cfg.rope_base_global)}
+  """Config changes the batch must detect (each alone is a plausible port bug).
+
+  One compile each, so each generation checks what only it (or it first) has.
+  """
+  muts = {}
   if cfg.sliding_window:
     muts['sliding_window'] = cfg.replace(sliding_window=cfg.sliding_window + 1)
-  if cfg.query_pre_attn_scalar:
-    muts['query_pre_attn_scalar'] = cfg.replace(query_pre_attn_scalar=None)
-  if cfg.rope_scale_global != 1.0:
-    muts['rope_scale_global'] = cfg.replace(rope_scale_global=1.0)
-  if cfg.rope_base_local != cfg.rope_base_global:
-    muts['rope_base_local'] = cfg.replace(rope_base_local=cfg.rope_base_global)
   if cfg.attn_logits_softcap:
     muts['attn_logits_softcap'] = cfg.replace(attn_logits_softcap=None)
   if cfg.final_logit_softcap:
     muts['final_logit_softcap'] = cfg.replace(final_logit_softcap=None)
+  if cfg.use_qk_norm:  # Gemma 3
+    muts['query_pre_attn_scalar'] = cfg.replace(query_pre_attn_scalar=None)
+    muts['rope_scale_global'] = cfg.replace(rope_scale_global=1.0)
+    muts['rope_base_local'] = cfg.replace(rope_base_local=cfg.rope_base_global)
+  if not muts:  # Gemma 1
+    muts['rope_base_global'] = cfg.replace(rope_base_global=2 * cfg.rope_base_global)
   return muts
 
 
