@@ -72,6 +72,9 @@ def run(main) -> None:
       fail(f'unexpected arguments {argv[1:]}')
     return main(argv)
 
+  # Orbax and grain log every save at INFO; keep the console to progress bars and
+  # results unless asked (--verbosity=0 for INFO).
+  flags.FLAGS.set_default('verbosity', logging.WARNING)
   app.run(guarded, flags_parser=_parse_flags)
 
 
@@ -82,3 +85,9 @@ def build_experiment(cfg):
     return Experiment(cfg)
   except (ValueError, FileNotFoundError) as e:
     fail(str(e))
+
+
+def resolve(path: str):
+  """A path from a flag: relative paths are taken from the repo root."""
+  from score_jax.config import resolve_path  # pylint: disable=g-import-not-at-top
+  return resolve_path(path)

@@ -70,7 +70,8 @@ class Embedder(nnx.Module):
   """Token embedding, scaled by sqrt(D) on the way in and tied to the output."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    init = lambda k, s, d: (jax.random.normal(k, s, jnp.float32)).astype(d)
+    # Gemma's Flax init: normal with stddev 0.01 (logits start near uniform).
+    init = lambda k, s, d: (0.01 * jax.random.normal(k, s, jnp.float32)).astype(d)
     self.input_embedding = _param(rngs, init, (cfg.vocab_size, cfg.embed_dim),
                                   cfg.jnp_param_dtype, ('vocab', 'embed'))
     self.embed_dim = cfg.embed_dim
