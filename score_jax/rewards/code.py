@@ -100,17 +100,3 @@ def mbpp_tests(problem: Mapping[str, Any], challenge: bool = False) -> str:
   if challenge:
     asserts += list(problem.get('challenge_test_list') or [])
   return '\n'.join([problem.get('test_setup_code') or ''] + asserts) + '\n'
-
-
-def humaneval_reward(problem: Mapping[str, Any], completion: str,
-                     timeout_s: float = 10.0) -> float:
-  """1.0 when the completion passes the HumanEval tests, else 0.0."""
-  result = run_tests(humaneval_program(problem, completion),
-                     humaneval_tests(problem), timeout_s)
-  return float(result.passed)
-
-
-def mbpp_reward(problem: Mapping[str, Any], code: str,
-                timeout_s: float = 10.0) -> float:
-  """1.0 when `code` passes the MBPP asserts, else 0.0."""
-  return float(run_tests(code, mbpp_tests(problem), timeout_s).passed)

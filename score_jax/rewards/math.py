@@ -23,32 +23,59 @@ from score_jax.rewards import sympy_pool
 
 DEFAULT_TIMEOUT_S = 1.0
 _POOL = sympy_pool.SympyPool()
-_FINAL_ANSWER = re.compile(
-    r'final answer is\s*\$?(.*?)\$?\s*\.?\s*I hope it is correct', re.S)
-_FINAL_ANSWER_LOOSE = re.compile(r'final answer is\s*\$([^$]+)\$', re.S)
+_FINAL_ANSWER = 'final answer is'
+_HOPE = 'i hope it is correct'
 _BOX = re.compile(r'\\(?:boxed|fbox)(?![a-zA-Z])')
 _BASE_SUBSCRIPT = re.compile(r'\d_\{?\d+\}?')
 
 
+def _closing_braces(text: str) -> dict[int, int]:
+  """Maps the index of each matched '{' to the index of its '}' (one pass)."""
+  closing, stack = {}, []
+  for i, c in enumerate(text):
+    if c == '{':
+      stack.append(i)
+    elif c == '}' and stack:
+      closing[stack.pop()] = i
+  return closing
+
+
 def _boxed_contents(text: str) -> list[tuple[int, str]]:
   """(position, content) of each \\boxed{...}, \\boxed X and \\fbox{...}."""
-  found = []
+  found, closing = [], None
   for m in _BOX.finditer(text):
     i = m.end()
     while i < len(text) and text[i] == ' ':
       i += 1
     if i < len(text) and text[i] == '{':
-      depth, start = 0, i
-      for j in range(i, len(text)):
-        depth += (text[j] == '{') - (text[j] == '}')
-        if depth == 0:
-          found.append((m.start(), text[start + 1:j]))
-          break
+      closing = _closing_braces(text) if closing is None else closing
+      if i in closing:
+        found.append((m.start(), text[i + 1:closing[i]]))
     elif i > m.end():  # "\boxed 5": the token up to a space or a dollar.
-      token = re.match(r'[^\s$]+', text[i:])
+      token = re.match(r'[^\s$]{1,200}', text[i:i + 200])
       if token:
         found.append((m.start(), token.group().rstrip('.')))
   return found
+
+
+def _final_answer(text: str) -> Optional[tuple[int, str]]:
+  """(position, X) of the last "final answer is $X$[.] [I hope it is correct]"."""
+  start = text.lower().rfind(_FINAL_ANSWER)
+  if start < 0:
+    return None
+  rest = text[start + len(_FINAL_ANSWER):start + len(_FINAL_ANSWER) + 2000]
+  hope = rest.lower().find(_HOPE)
+  if hope >= 0:
+    answer = rest[:hope].strip().rstrip('.').strip()
+  else:
+    m = re.match(r'\s*\$([^$]+)\$', rest)
+    if not m:
+      return None
+    answer = m.group(1)
+  if answer.startswith('$') and answer.endswith('$'):
+    answer = answer[1:-1]
+  inner = _boxed_contents(answer)
+  return start, (inner[-1][1] if inner else answer)
 
 
 def extract_answer(text: str) -> Optional[str]:
@@ -64,16 +91,13 @@ def extract_answer(text: str) -> Optional[str]:
   if not isinstance(text, str):
     raise TypeError(f'extract_answer: expected str, got {type(text).__name__}')
   candidates = _boxed_contents(text)
-  final = list(_FINAL_ANSWER.finditer(text)) or list(
-      _FINAL_ANSWER_LOOSE.finditer(text))
+  final = _final_answer(text)
   if final:
-    m = final[-1]
-    inner = _boxed_contents(m.group(1))
-    candidates.append((m.start(), inner[-1][1] if inner else m.group(1)))
+    candidates.append(final)
   if not candidates:
     return None
   answer = max(candidates, key=lambda c: c[0])[1].strip()
-  return answer.strip('$').strip() if answer else None
+  return answer.strip('$').strip() or None
 
 
 def _elements(s: str):
@@ -107,9 +131,10 @@ def _elements(s: str):
 class _Comparison:
   """Compares normalised answers against one deadline."""
 
-  def __init__(self, timeout_s: float):
+  def __init__(self, timeout_s: float, pool: sympy_pool.SympyPool):
     self.timeout_s = timeout_s
     self.deadline = time.monotonic() + timeout_s
+    self.pool = pool
 
   def scalars(self, a: str, b: str) -> bool:
     if a == b:
@@ -123,11 +148,11 @@ class _Comparison:
       return fa == fb
     if _BASE_SUBSCRIPT.search(a) or _BASE_SUBSCRIPT.search(b):
       return False  # 52_8: sympy would drop the base; strings differ.
-    if not _POOL.started:  # Once per process: sympy imports, off the clock.
-      _POOL.start()
+    if not self.pool.started:  # Once per process: sympy imports, off the clock.
+      self.pool.start()
       self.deadline = time.monotonic() + self.timeout_s
     remaining = self.deadline - time.monotonic()
-    return remaining > 0 and bool(_POOL.equal(a, b, remaining))
+    return remaining > 0 and bool(self.pool.equal(a, b, remaining))
 
   def answers(self, a: str, b: str, depth: int = 0) -> bool:
     """Structure first (see `_elements`), then scalars."""
@@ -156,7 +181,8 @@ class _Comparison:
 
 
 def is_equivalent(candidate: Optional[str], reference: Optional[str],
-                  timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+                  timeout_s: float = DEFAULT_TIMEOUT_S,
+                  pool: Optional[sympy_pool.SympyPool] = None) -> bool:
   """Whether two LaTeX answers are mathematically the same.
 
   Args:
@@ -165,13 +191,14 @@ def is_equivalent(candidate: Optional[str], reference: Optional[str],
     timeout_s: the most the symbolic part may take; False when it is not
       settled by then. (The process's first symbolic check also waits for the
       sympy workers to import, once.)
+    pool: the sympy workers to use; a shared pool of 2 by default.
 
   Returns:
     True when equivalent, False otherwise (including unparsable or too slow).
   """
   if candidate is None or reference is None:
     return False
-  comparison = _Comparison(timeout_s)
+  comparison = _Comparison(timeout_s, pool or _POOL)
   a, b = mn.normalize(candidate), mn.normalize(reference)
   if a == b:
     return True
@@ -184,6 +211,8 @@ def is_equivalent(candidate: Optional[str], reference: Optional[str],
 
 
 def math_reward(response: str, reference: str,
-                timeout_s: float = DEFAULT_TIMEOUT_S) -> float:
+                timeout_s: float = DEFAULT_TIMEOUT_S,
+                pool: Optional[sympy_pool.SympyPool] = None) -> float:
   """1.0 when the response's final answer is equivalent to `reference`."""
-  return float(is_equivalent(extract_answer(response), reference, timeout_s))
+  return float(is_equivalent(extract_answer(response), reference, timeout_s,
+                             pool))

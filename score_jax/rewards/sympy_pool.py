@@ -79,6 +79,7 @@ class SympyPool:
     self._lock = threading.Lock()
     self._started_once = threading.Event()
     self._workers: set = set()
+    self._pid = os.getpid()
 
   def _spawn(self) -> _Worker:
     worker = _Worker(self.memory_bytes)
@@ -92,6 +93,10 @@ class SympyPool:
     worker.kill()
 
   def _queue(self) -> queue.Queue:
+    if self._pid != os.getpid():  # A forked child: the workers are not ours.
+      self._lock = threading.Lock()
+      self._idle, self._workers, self._pid = None, set(), os.getpid()
+      self._started_once = threading.Event()
     with self._lock:
       if self._idle is None:
         self._idle = queue.Queue()
@@ -107,7 +112,7 @@ class SympyPool:
   @property
   def started(self) -> bool:
     """Whether a worker of this pool has ever been ready."""
-    return self._started_once.is_set()
+    return self._pid == os.getpid() and self._started_once.is_set()
 
   def start(self):
     """Starts the workers; the first time, waits until one has imported sympy.

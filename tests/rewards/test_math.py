@@ -24,6 +24,7 @@ FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'math_disagreements.json'
     ('Final Answer: The final answer is $\\boxed{(1,2)}$. I hope it is correct.',
      '(1,2)'),
     ('The final answer is $x = 4$.', 'x = 4'),
+    ('FINAL ANSWER IS $2$. i hope it is correct', '2'),
     ('so $\\boxed 5$ it is', '5'),
     ('answer: \\fbox{12}', '12'),
     ('\\boxed{{{{}}}}', '{{{}}}'),
@@ -35,10 +36,16 @@ def test_extract_answer(text, answer):
   assert math_reward.extract_answer(text) == answer
 
 
-def test_extract_answer_is_linear_on_deep_nesting():
-  text = '\\boxed{' + '{' * 100000 + '}' * 100000 + '}'
+@pytest.mark.parametrize('text', [
+    '\\boxed{' + '{' * 100000 + '}' * 100000 + '}',
+    '\\boxed{' * 100000,
+    'The final answer is $' * 50000,
+    'final answer is ' * 50000 + 'I hope it is correct',
+    '\\boxed ' * 100000,
+])
+def test_extract_answer_is_fast_on_pathological_text(text):
   start = time.monotonic()
-  assert math_reward.extract_answer(text) == '{' * 100000 + '}' * 100000
+  math_reward.extract_answer(text)
   assert time.monotonic() - start < 2
 
 
