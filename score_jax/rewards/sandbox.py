@@ -278,7 +278,8 @@ def run_python(program: str, tests: str, limits: Limits = Limits()
   start = time.monotonic()
   try:
     for name, source in (('program.py', program), ('tests.py', tests)):
-      with open(os.path.join(workdir, name), 'w', encoding='utf-8') as f:
+      with open(os.path.join(workdir, name), 'w', encoding='utf-8',
+                errors='replace') as f:  # Lone surrogates become '?'.
         f.write(source)
     if mode == 'none' and os.geteuid() == 0:
       os.chown(workdir, NOBODY, NOBODY)

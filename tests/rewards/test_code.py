@@ -155,6 +155,8 @@ def test_mbpp_reference_solutions_pass_and_wrong_ones_fail(shared_data):
     ('def f(x) return x\n', 'assert f(1) == 2\n', 'syntax_error'),
     ('def f(x):\n  return x\n', 'assert f(1) == (\n', 'syntax_error'),
     ('def f(x):\n  return 1 / 0\n', 'assert f(1) == 2\n', 'runtime_error'),
+    ('x = 1\0\n', 'assert x == 1\n', 'syntax_error'),
+    ('x = "\udc80"\n', 'assert len(x) == 1\n', 'passed'),  # Not a crash.
 ])
 def test_verdicts(program, tests, status):
   assert code.run_tests(program, tests, timeout_s=5).status.value == status
