@@ -96,6 +96,9 @@ class Transformer(nnx.Module):
   """Gemma causal LM. Parameters: embedder, layers (stacked), final_norm."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    if cfg.remat not in REMAT_POLICIES:
+      raise ValueError(f'{cfg.name}: remat={cfg.remat!r}; expected one of '
+                       + ', '.join(sorted(REMAT_POLICIES)))
     self.cfg = cfg
     self.embedder = Embedder(cfg, rngs=rngs)
     self.layers = _stacked_blocks(cfg, rngs)
@@ -103,16 +106,21 @@ class Transformer(nnx.Module):
 
   def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array,
                attn_mask_BTS: jax.Array, cache: KVCache | None = None,
-               cache_index: jax.Array | int | None = None
+               cache_index: jax.Array | int | None = None,
+               activation_sharding: jax.sharding.Sharding | None = None
                ) -> tuple[jax.Array, KVCache | None]:
     """Logits for every input token, and the updated cache (None without one).
 
     tokens_BT, positions_BT: int32. attn_mask_BTS: bool; S = T without a cache,
     S = cache.num_slots with one (the new tokens occupy slots cache_index..+T).
     The sliding window of local layers is applied here, from positions.
+    activation_sharding: if given (see training.sharding.activation_sharding),
+    x_BTD is constrained to it after the embedding and after every layer.
     """
     cfg = self.cfg
-    x_BTD = self.embedder.encode(tokens_BT)
+    constrain = lambda x: (x if activation_sharding is None else
+                           jax.lax.with_sharding_constraint(x, activation_sharding))
+    x_BTD = constrain(self.embedder.encode(tokens_BT))
 
     if cache is None:
       key_pos_BS = positions_BT
@@ -135,6 +143,7 @@ class Transformer(nnx.Module):
       base = jnp.where(is_local, cfg.rope_base_local, cfg.rope_base_global)
       scale = jnp.where(is_local, 1.0, cfg.rope_scale_global)
       x_BTD, new_kv = block(x_BTD, positions_BT, mask_BTS, base, scale, kv, cache_index)
+      x_BTD = constrain(x_BTD)
       # Without a cache, emit nothing per layer: training must not stack L copies of K/V.
       return x_BTD, (new_kv if kv is not None else None)
 

@@ -120,3 +120,8 @@ def test_unrolled_layers_match_scan(setup):
   ref_BTV = _logits(_graphdef(cfg), state, *batch)
   out_BTV = _logits(_graphdef(cfg.replace(scan_layers=False)), state, *batch)
   np.testing.assert_allclose(out_BTV, ref_BTV, atol=1e-5)
+
+
+def test_unknown_remat_policy_is_a_clear_error():
+  with pytest.raises(ValueError, match="remat='everything'.*dots_no_batch"):
+    Transformer(get_preset('gemma_tiny', remat='everything'), rngs=nnx.Rngs(0))
