@@ -165,9 +165,8 @@ def to_flax_tree(cfg: ModelConfig, state) -> dict[str, dict[str, np.ndarray]]:
 def save_flax(path: str | pathlib.Path, cfg: ModelConfig, state) -> pathlib.Path:
   """Writes our params in the published Gemma Flax layout (an Orbax directory)."""
   path = pathlib.Path(path).absolute()
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(path, to_flax_tree(cfg, state))
-  ckptr.wait_until_finished()
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, to_flax_tree(cfg, state))
   return path
 
 
@@ -177,9 +176,8 @@ def save_orbax(path: str | pathlib.Path, state) -> pathlib.Path:
   if isinstance(state, nnx.Module):
     state = nnx.state(state, nnx.Param)
   pure = state.to_pure_dict() if isinstance(state, nnx.State) else state
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(path, pure)
-  ckptr.wait_until_finished()
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, pure)
   return path
 
 
@@ -212,7 +210,8 @@ def load_orbax(path: str | pathlib.Path, cfg: ModelConfig, *, shardings=None, me
   target = jax.tree_util.tree_map_with_path(
       lambda p, x: jax.ShapeDtypeStruct(
           x.shape, dtype, sharding=shardings['/'.join(_leaf_name(k) for k in p)]), target)
-  pure = ocp.StandardCheckpointer().restore(path, target)
+  with ocp.StandardCheckpointer() as ckptr:
+    pure = ckptr.restore(path, target)
   nnx.replace_by_pure_dict(state, pure)
   return state
 

@@ -152,3 +152,37 @@ def test_shape_mismatch_is_named(tmp_path):
 def test_inexpressible_config_refused(tmp_path):
   with pytest.raises(CheckpointError, match='query_pre_attn_scalar=24'):
     save_gguf(tmp_path / 'x.gguf', h.CONFIGS['gemma3'], h.random_params(h.CONFIGS['gemma3']))
+
+
+def test_fast_header_parser_matches_gguf_reader(tmp_path):
+  """gguf_file.GGUFFile (our header parser) reads what gguf.GGUFReader reads: every
+  field, and every tensor (F32, F16, BF16, Q8_0, Q4_0) dequantised the same."""
+  cfg = EXPRESSIBLE['gemma3']
+  path = _write(tmp_path, cfg, h.random_params(cfg))
+  extra = tmp_path / 'quant.gguf'
+  w = gguf.GGUFWriter(str(extra), 'gemma3')
+  w.add_uint32('test.u32', 7)
+  w.add_array('test.floats', [1.5, -2.0])
+  w.add_array('test.strings', ['a', 'b c'])
+  rng = np.random.RandomState(0)
+  for qtype in ('F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'):
+    t = gguf.GGMLQuantizationType[qtype]
+    data = rng.randn(6, 64).astype(np.float32)
+    w.add_tensor(qtype, gguf.quants.quantize(data, t), raw_dtype=t)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  for p in (path, extra):
+    ref = gguf.GGUFReader(str(p))
+    ours = gguf_io.GGUFReader(p)
+    for key, field in ref.fields.items():
+      if key.startswith('GGUF.'):
+        continue
+      want, got = field.contents(), ours.field(key)
+      got = got.tolist() if isinstance(got, np.ndarray) else got
+      assert got == want or np.allclose(got, want), key
+    assert sorted(ours.shapes()) == sorted(t.name for t in ref.tensors)
+    for t in ref.tensors:
+      want = gguf.dequantize(t.data, t.tensor_type).reshape(ours.shapes()[t.name])
+      np.testing.assert_array_equal(ours.read(t.name), want, err_msg=t.name)
