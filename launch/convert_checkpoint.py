@@ -13,7 +13,8 @@ flax (the published layout), gguf (float32, llama.cpp conventions).
 
 Tensors are read one at a time (progress bar) and placed sharded over all devices
 (fsdp) as they are read. A GGUF input's vocabulary is written as a SentencePiece
-tokenizer.model into a safetensors output directory (or --tokenizer_output).
+tokenizer.model (+ tokenizer_config.json, for transformers' AutoTokenizer) into
+a safetensors output directory, or to --tokenizer_output.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ MAX_SHARD_MB = flags.DEFINE_integer('max_shard_mb', 2000, 'safetensors: split in
                                     'shards of at most this size.')
 TOKENIZER_OUTPUT = flags.DEFINE_string('tokenizer_output', '', 'Where to write a GGUF '
                                        "input's tokenizer.model (default: inside a "
-                                       'safetensors output).')
+                                       'safetensors output; none for other outputs).')
 
 
 def convert(argv_unused=None) -> None:
@@ -74,12 +75,13 @@ def convert(argv_unused=None) -> None:
   else:
     proto = ckpt.load_tokenizer_proto(src) if fmt == 'gguf' else None
     ckpt.save_gguf(out, cfg, params, tokenizer_proto=proto)
-  tok_out = TOKENIZER_OUTPUT.value or (
-      os.path.join(out, 'tokenizer.model') if OUTPUT_FORMAT.value == 'safetensors' else '')
-  if fmt == 'gguf' and tok_out:
-    with open(tok_out, 'wb') as f:
+  if fmt == 'gguf' and TOKENIZER_OUTPUT.value:
+    with open(TOKENIZER_OUTPUT.value, 'wb') as f:
       f.write(ckpt.load_tokenizer_proto(src))
-    print(f'wrote the tokenizer to {tok_out}')
+    print(f'wrote the tokenizer to {TOKENIZER_OUTPUT.value}')
+  elif fmt == 'gguf' and OUTPUT_FORMAT.value == 'safetensors':
+    tok = ckpt.save_tokenizer(out, ckpt.load_tokenizer_proto(src))
+    print(f'wrote the tokenizer to {tok} (+ tokenizer_config.json)')
   print(f'wrote {out} ({OUTPUT_FORMAT.value}) in {time.perf_counter() - start:.1f} s')
 
 

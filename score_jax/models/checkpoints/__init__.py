@@ -12,10 +12,11 @@ from score_jax.models.checkpoints.gguf_io import load_gguf, load_tokenizer_proto
 from score_jax.models.checkpoints.pretrained import (FORMATS, build_model, detect_format,
                                                      load_params, load_pretrained,
                                                      resolve_checkpoint)
-from score_jax.models.checkpoints.safetensors_io import load_safetensors, save_safetensors
+from score_jax.models.checkpoints.safetensors_io import (load_safetensors, save_safetensors,
+                                                         save_tokenizer)
 
 __all__ = ['CheckpointError', 'FORMATS', 'build_model', 'detect_format', 'fsdp_mesh',
            'fsdp_shardings', 'load_flax', 'load_gguf', 'load_orbax', 'load_params',
            'load_pretrained', 'load_safetensors', 'load_tokenizer_proto',
            'resolve_checkpoint', 'save_flax', 'save_gguf', 'save_orbax',
-           'save_safetensors']
+           'save_safetensors', 'save_tokenizer']

@@ -132,6 +132,14 @@ def validate(plan: Plan, reader: Reader, cfg: ModelConfig,
            for k, shape in wanted.items() if k in shapes and tuple(shapes[k]) != tuple(shape)]
   missing = [f'key {k!r} missing (expected shape {shape})'
              for k, shape in wanted.items() if k not in shapes]
+  embed = plan.get('embedder/input_embedding')
+  if isinstance(embed, Piece) and embed.keys[0] in shapes:
+    rows, dim = tuple(shapes[embed.keys[0]])[:1], tuple(shapes[embed.keys[0]])[1:]
+    if dim == embed.shapes[0][1:] and rows != embed.shapes[0][:1]:
+      # Published Gemma 1/2 Flax embeddings have 256128 rows (HF: 256000), Gemma 3
+      # multimodal HF ones 262208 (Flax: 262144): the same model, padded vocabularies.
+      wrong.append(f'the embedding has {rows[0]} rows: use the preset override '
+                   f'vocab_size={rows[0]} for this checkpoint')
   extra = sorted(k for k in shapes if k not in wanted and not ignore(k))
   problems = wrong + ([f'{len(extra)} unexpected key(s), e.g. '
                        + ', '.join(repr(k) for k in extra[:4])] if extra else []) + missing

@@ -164,6 +164,25 @@ def save_safetensors(path: str | pathlib.Path, cfg: ModelConfig, state, *,
   return path
 
 
+def save_tokenizer(path: str | pathlib.Path, proto_bytes: bytes) -> pathlib.Path:
+  """Writes tokenizer.model and a tokenizer_config.json (BOS added, as Gemma expects)
+  into an HF checkpoint directory, for transformers' AutoTokenizer."""
+  from sentencepiece import sentencepiece_model_pb2 as sp_pb2  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  path.mkdir(parents=True, exist_ok=True)
+  proto = sp_pb2.ModelProto()
+  proto.ParseFromString(proto_bytes)
+  spec = proto.trainer_spec
+  (path / 'tokenizer.model').write_bytes(proto_bytes)
+  config = {'tokenizer_class': 'GemmaTokenizer', 'add_bos_token': True,
+            'add_eos_token': False}
+  for name in ('bos', 'eos', 'pad', 'unk'):
+    if getattr(spec, f'{name}_id') >= 0:
+      config[f'{name}_token'] = proto.pieces[getattr(spec, f'{name}_id')].piece
+  (path / 'tokenizer_config.json').write_text(json.dumps(config, indent=2))
+  return path / 'tokenizer.model'
+
+
 _ARCHITECTURES = {'gemma': 'GemmaForCausalLM', 'gemma2': 'Gemma2ForCausalLM',
                   'gemma3_text': 'Gemma3ForCausalLM'}
 

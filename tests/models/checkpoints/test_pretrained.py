@@ -9,6 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import sentencepiece as spm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import ckpt_helpers as h
@@ -113,6 +114,13 @@ def test_convert_checkpoint_cli(ckpts, tmp_path):
        '--output_format=safetensors'], env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert (out / 'config.json').is_file() and (out / 'tokenizer.model').is_file()
+  # transformers' AutoTokenizer reads the exported tokenizer: BOS first, as ours.
+  transformers = pytest.importorskip('transformers')
+  hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+  ours = spm.SentencePieceProcessor()
+  ours.LoadFromSerializedProto(h.tiny_sp_proto())
+  text = '<start_of_turn>user\n  the cat and the hat'
+  assert hf_tok.encode(text) == [2] + ours.EncodeAsIds(text)
   np.testing.assert_allclose(h.logits(CFG, load_params(out, CFG)), h.logits(CFG, params),
                              atol=1e-5, rtol=0)
 

@@ -128,3 +128,15 @@ def test_not_a_checkpoint(tmp_path):
   (tmp_path / 'model.safetensors.index.json').write_text('{"weight_map": {"a": "x.safetensors"}}')
   with pytest.raises(CheckpointError, match=r"shard file\(s\) \['x.safetensors'\]"):
     load_safetensors(tmp_path, h.CONFIGS['gemma2'])
+
+
+def test_padded_vocabulary_gets_a_hint(tmp_path):
+  """Published checkpoints pad the vocabulary differently (Flax Gemma 2: 256128 rows,
+  HF: 256000): the error says which vocab_size override loads the file."""
+  cfg = h.CONFIGS['gemma2']
+  big = cfg.replace(vocab_size=cfg.vocab_size + 64)
+  save_file(hf_convert.params_to_hf_state_dict(big, h.random_params(big)),
+            str(tmp_path / 'model.safetensors'))
+  with pytest.raises(CheckpointError, match='preset override vocab_size=320'):
+    load_safetensors(tmp_path, cfg)
+  assert load_safetensors(tmp_path, big)['embedder']['input_embedding'].shape == (320, 64)
