@@ -26,17 +26,26 @@ def get_config():
 
   c.task.name = 'math'
   c.task.fields.data_dir = str(SHARED_DATA)           # holds math/{train,test,math500}.jsonl
-  c.data.task = 'math'
-  c.data.math500_path = str(SHARED_DATA / 'math' / 'math500.jsonl')
-  c.data.num_eval_problems = 500
-  c.data.batch_size = 8
   c.data.buckets = (256, 512, 1024)  # MATH prompts with the instruction: ~100-700 tokens
 
-  c.sampling.temperature = 0.0     # greedy, as the paper evaluates
-  c.sampling.max_y1_tokens = 1024
-  c.sampling.max_y2_tokens = 1024
-
-  c.eval.num_problems = c.data.num_eval_problems
+  # Evaluation: greedy, as the paper evaluates (launch/evaluate.py).
+  c.eval.num_problems = 500        # the first N MATH500 problems (--config.eval.num_problems)
   c.eval.batch_size = 16
   c.eval.temperatures = (0.0,)
+
+  # SCoRe steps (launch/train.py): the paper's MATH settings, sized for one host.
+  # Exact KL needs the reference's full 262k-vocabulary logits at every position;
+  # k3 needs only the sampled tokens' log-probs, so it is the default here.
+  c.data.batch_size = 4            # prompts per step
+  c.train.samples_per_prompt = 2
+  c.sampling.temperature = 1.0     # paper: training samples at 1.0
+  c.sampling.max_y1_tokens = 512
+  c.sampling.max_y2_tokens = 512
+  c.loss.beta1 = 0.01
+  c.loss.beta2 = 0.1
+  c.loss.alpha = 10.0
+  c.loss.kl_estimator = 'k3'
+  c.optim.learning_rate = 5e-6
+  c.train.schedule = (('stage1', 50), ('stage2', 50))
+  c.checkpoint.every = 25
   return c
