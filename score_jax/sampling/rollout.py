@@ -9,10 +9,11 @@ decoded after it: x and y1 are prefilled once. Rows that stopped early leave
 invalid slots behind, masked out. With a given y1 (first attempts sampled
 elsewhere, or repair evaluation) [x, y1] is prefilled in one forward instead.
 
-Jitted pieces, compiled once per (batch, bucket) shape: prefill (fresh state),
-extend (append tokens, state donated), decode (while loop, state donated) and the
-packing of the trace. Each bumps `trace_counts[name]` when it is traced, so a
-test can see recompiles. Params may carry any sharding: jit follows the inputs.
+Jitted pieces, compiled once per (batch, bucket) shape and public for callers
+that drive turns themselves: `prefill` (fresh state), `extend` (append tokens,
+state donated), `decode` (while loop, state donated); then the packing of the
+trace. Each bumps `trace_counts[name]` when it is traced, so a test can see
+recompiles. Params may carry any sharding: jit follows the inputs.
 """
 from __future__ import annotations
 
@@ -42,8 +43,12 @@ class Generation:
   def ids(self, strip_stop: bool = True) -> list[list[int]]:
     """Host lists of each row's tokens, without the stop token by default."""
     tokens_BM, len_B, stop_B = map(np.asarray, (self.tokens_BM, self.len_B, self.stop_B))
-    return [row[:n - (strip_stop and s == 0 and n > 0)].tolist()
-            for row, n, s in zip(tokens_BM, len_B, stop_B)]
+    out = []
+    for row, n, stop in zip(tokens_BM, len_B, stop_B):
+      if strip_stop and stop == 0 and n > 0:
+        n -= 1
+      out.append(row[:n].tolist())
+    return out
 
 
 def _host_2d(x, name: str, dtype) -> np.ndarray:
@@ -99,9 +104,12 @@ class Sampler:
                            state.logprob_BS, state.dist_logprob_BS, y1_stop_B,
                            y2_stop_B, length, cfg.pad_id)
 
-    self._prefill = jax.jit(prefill, static_argnames='num_slots')
-    self._extend = jax.jit(extend, static_argnames='merge_first', donate_argnums=1)
-    self._decode = jax.jit(decode, donate_argnums=1)
+    # prefill(params, tokens_BT, mask_BT, num_slots) -> DecodeState
+    # extend(params, state, tokens_BT, mask_BT, start, merge_first) -> DecodeState
+    # decode(params, state, key, start, num_steps) -> (DecodeState, len_B, stop_B)
+    self.prefill = jax.jit(prefill, static_argnames='num_slots')
+    self.extend = jax.jit(extend, static_argnames='merge_first', donate_argnums=1)
+    self.decode = jax.jit(decode, donate_argnums=1)
     self._generation = jax.jit(generation, static_argnames=('start', 'length'))
     self._pack = jax.jit(pack, static_argnames=('layout', 'length'))
 
@@ -124,8 +132,8 @@ class Sampler:
     """
     x_BP, m_BP = self._prompts(prompt_ids_BP, prompt_mask_BP)
     p, m = x_BP.shape[1], max_tokens or self.cfg.max_y1_tokens
-    state = self._prefill(params, x_BP, m_BP, num_slots=p + m)
-    state, len_B, stop_B = self._decode(params, state, jax.random.fold_in(key, 1), p, m)
+    state = self.prefill(params, x_BP, m_BP, num_slots=p + m)
+    state, len_B, stop_B = self.decode(params, state, jax.random.fold_in(key, 1), p, m)
     return self._generation(state, len_B, stop_B, start=p, length=m)
 
   def rollout(self, params: nnx.State, prompt_ids_BP, prompt_mask_BP,
@@ -154,12 +162,12 @@ class Sampler:
                        'token that closes y1')
     num_slots = p + m1 + c + m2
     if y1_ids_BM is None:
-      state = self._prefill(params, x_BP, m_BP, num_slots=num_slots)
-      state, _, y1_stop_B = self._decode(params, state, jax.random.fold_in(key, 1),
+      state = self.prefill(params, x_BP, m_BP, num_slots=num_slots)
+      state, _, y1_stop_B = self.decode(params, state, jax.random.fold_in(key, 1),
                                          p, m1)
     else:
       y1_BM, y1m_BM = self._given_y1(y1_ids_BM, y1_mask_BM, b)
-      state = self._prefill(params, np.concatenate([x_BP, y1_BM], 1),
+      state = self.prefill(params, np.concatenate([x_BP, y1_BM], 1),
                             np.concatenate([m_BP, y1m_BM], 1), num_slots=num_slots)
       last_B = np.take_along_axis(
           y1_BM, np.maximum(y1m_BM.sum(1) - 1, 0)[:, None], axis=1)[:, 0]
@@ -167,9 +175,9 @@ class Sampler:
       y1_stop_B = np.where(hit_B, 0, 1).astype(np.int32)
     # Batch-padding rows (no prompt) get no chunk, so they never start turn 2.
     chunk_mask_BC = np.broadcast_to(m_BP.any(1, keepdims=True), (b, c))
-    state = self._extend(params, state, chunk_BC, chunk_mask_BC, p + m1,
+    state = self.extend(params, state, chunk_BC, chunk_mask_BC, p + m1,
                          merge_first=True)
-    state, _, y2_stop_B = self._decode(params, state, jax.random.fold_in(key, 2),
+    state, _, y2_stop_B = self.decode(params, state, jax.random.fold_in(key, 2),
                                        p + m1 + c, m2)
     return self._pack(state, y1_stop_B, y2_stop_B, layout=(p, m1, c, m2),
                       length=cfg.trace_len(c))

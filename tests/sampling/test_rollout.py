@@ -208,6 +208,16 @@ def test_seeds_and_one_turn_generate(sampled):
     np.testing.assert_allclose(np.asarray(gen.logprob_BM)[b, :n], y1_lp[b], atol=1e-5)
 
 
+def test_decode_updates_the_donated_cache_in_place(sampled):
+  s = sampled.sampler
+  state = s.prefill(sampled.params, sampled.ids, sampled.mask, num_slots=8 + M1)
+  k_LBSKH = state.cache.k_LBSKH
+  state, len_B, _ = s.decode(sampled.params, state, jax.random.key(0), 8, M1)
+  assert k_LBSKH.is_deleted()   # donated: its buffer now holds the new cache
+  assert int(np.asarray(state.valid_BS).sum()) == sum(LENGTHS) - len(HOLES) + int(
+      np.asarray(len_B).sum())
+
+
 def test_one_step_distribution_is_the_model_softmax(sampled, chi_square_p):
   """2048 draws of the first token of one prompt vs softmax of a full forward."""
   n = 2048

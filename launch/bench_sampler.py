@@ -1,0 +1,156 @@
+"""Sampler throughput: one turn, two turns with KV-cache reuse, two turns re-prefilled.
+
+Randomly initialised models; no stop ids, so every row generates its full budget
+and tokens/s = batch * generated tokens / wall seconds, prefills included (best
+of --repeats steady calls; the first call of each shape compiles and is recorded
+separately). The re-prefill baseline computes turn 2 the naive way: y1 comes back
+to the host and [x, y1] is prefilled from scratch before the chunk and y2
+(Sampler.rollout with a given y1). "Turn 2 alone" times only the second turn:
+chunk + y2 into the cache left by y1, against prefill [x, y1] + chunk + y2 + pack.
+Wall and process-CPU seconds are both recorded: on a shared CPU the wall clock
+also counts waiting for a core.
+
+  python launch/bench_sampler.py --presets=gemma3_tiny,gemma3_100m \\
+      --batch_sizes=1,8,32 --max_y1_tokens=8 --max_y2_tokens=8 --out=runs/bench_sampler.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:  # run as `python launch/bench_sampler.py` from anywhere
+  sys.path.insert(0, _REPO)
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+from flax import nnx  # pylint: disable=g-import-not-at-top
+
+from score_jax.models import Transformer, count_params, get_preset  # pylint: disable=g-import-not-at-top
+from score_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
+
+_PRESETS = flags.DEFINE_list('presets', ['gemma3_tiny', 'gemma3_100m'], 'Model presets.')
+_BATCH = flags.DEFINE_list('batch_sizes', ['1', '8', '32'], 'Batch sizes.')
+_PROMPT = flags.DEFINE_integer('prompt_len', 32, 'Prompt bucket; rows hold 50-100% of it.')
+_CHUNK = flags.DEFINE_integer('chunk_len', 16, 'Correction-chunk tokens.')
+_Y1 = flags.DEFINE_integer('max_y1_tokens', 8, 'Turn-1 budget (always spent).')
+_Y2 = flags.DEFINE_integer('max_y2_tokens', 8, 'Turn-2 budget (always spent).')
+_TEMP = flags.DEFINE_float('temperature', 1.0, 'Sampling temperature.')
+_REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per measurement (best kept).')
+_OUT = flags.DEFINE_string('out', None, 'Write the results as JSON here.')
+
+
+def _timed(fn, repeats, setup=lambda: ()):
+  """(first call s, best steady wall s, best steady process-CPU s) of fn(*setup())."""
+  def once():
+    args = setup()
+    jax.block_until_ready(args)
+    t0, c0 = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0, time.process_time() - c0
+  first, _ = once()
+  runs = [once() for _ in range(repeats)]
+  return first, min(w for w, _ in runs), min(c for _, c in runs)
+
+
+def bench_preset(preset: str, batch_sizes: list[int]) -> list[dict]:
+  cfg = get_preset(preset)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  m1, m2, p = _Y1.value, _Y2.value, _PROMPT.value
+  sampler = Sampler(graphdef, SamplingConfig(
+      stop_ids=(), pad_id=0, temperature=_TEMP.value, max_y1_tokens=m1,
+      max_y2_tokens=m2, prompt_buckets=(p,)))
+  rng = np.random.default_rng(0)
+  chunk = rng.integers(3, cfg.vocab_size, _CHUNK.value).tolist()
+  rows = []
+  for b in batch_sizes:
+    lengths = rng.integers(max(p // 2, 1), p + 1, b)
+    ids = rng.integers(3, cfg.vocab_size, (b, p)).astype(np.int32)
+    mask = np.arange(p)[None, :] < lengths[:, None]
+    key = jax.random.key(0)
+
+    def one_turn():
+      return sampler.generate(params, ids, mask, key)
+
+    def two_turns():
+      return sampler.rollout(params, ids, mask, chunk, key)
+
+    def y1_on_host():
+      gen = sampler.generate(params, ids, mask, key)
+      y1_ids, len_B = np.asarray(gen.tokens_BM), np.asarray(gen.len_B)
+      return y1_ids, np.arange(m1)[None, :] < len_B[:, None]
+
+    def turn2_reprefill(y1_ids, y1_mask):   # prefill [x, y1], chunk, y2, pack
+      return sampler.rollout(params, ids, mask, chunk, key, y1_ids_BM=y1_ids,
+                             y1_mask_BM=y1_mask)
+
+    def two_turns_reprefill():
+      return turn2_reprefill(*y1_on_host())
+
+    def state_after_y1():
+      state = sampler.prefill(params, ids, mask, num_slots=p + m1 + len(chunk) + m2)
+      return (sampler.decode(params, state, key, p, m1)[0],)
+
+    chunk_B = np.broadcast_to(np.asarray(chunk, np.int32), (b, len(chunk)))
+    chunk_mask_B = np.ones(chunk_B.shape, bool)
+
+    def turn2_cached(state):   # chunk and y2 into the donated cache
+      state = sampler.extend(params, state, chunk_B, chunk_mask_B, p + m1,
+                             merge_first=True)
+      return sampler.decode(params, state, key, p + m1 + len(chunk), m2)
+
+    row = dict(preset=preset, params=count_params(params), batch=b)
+    for name, fn, setup, tokens in (
+        ('one_turn', one_turn, tuple, b * m1),
+        ('two_turns_cached', two_turns, tuple, b * (m1 + m2)),
+        ('two_turns_reprefill', two_turns_reprefill, tuple, b * (m1 + m2)),
+        ('turn2_cached', turn2_cached, state_after_y1, b * m2),
+        ('turn2_reprefill', turn2_reprefill, y1_on_host, b * m2)):
+      first, wall, cpu = _timed(fn, _REPEATS.value, setup)
+      row[f'{name}_tok_s'] = tokens / wall
+      row[f'{name}_s'] = wall
+      row[f'{name}_cpu_s'] = cpu
+      row[f'{name}_first_call_s'] = first
+    rows.append(row)
+    print(f"{preset:12s} B={b:3d}  one turn {row['one_turn_tok_s']:9.1f} tok/s | "
+          f"two turns: cache reuse {row['two_turns_cached_tok_s']:9.1f} tok/s, "
+          f"re-prefill {row['two_turns_reprefill_tok_s']:9.1f} tok/s | turn 2 alone: "
+          f"{row['turn2_cached_s']:.3f} s vs {row['turn2_reprefill_s']:.3f} s", flush=True)
+  return rows
+
+
+def main(argv):
+  del argv
+  rows = []
+  for preset in _PRESETS.value:
+    rows += bench_preset(preset, [int(b) for b in _BATCH.value])
+  print('\n| preset | params | B | one turn tok/s | two turns, cache reuse tok/s | '
+        'two turns, re-prefill tok/s | turn 2 alone: reuse / re-prefill s (CPU s) |')
+  print('|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['batch']} | "
+          f"{r['one_turn_tok_s']:.1f} | {r['two_turns_cached_tok_s']:.1f} | "
+          f"{r['two_turns_reprefill_tok_s']:.1f} | {r['turn2_cached_s']:.3f} / "
+          f"{r['turn2_reprefill_s']:.3f} ({r['turn2_cached_cpu_s']:.3f} / "
+          f"{r['turn2_reprefill_cpu_s']:.3f}) |")
+  if _OUT.value:
+    meta = dict(device=str(jax.devices()[0]), device_count=jax.device_count(),
+                jax=jax.__version__, machine=platform.machine(),
+                prompt_len=_PROMPT.value, chunk_len=_CHUNK.value,
+                max_y1_tokens=_Y1.value, max_y2_tokens=_Y2.value,
+                temperature=_TEMP.value, repeats=_REPEATS.value,
+                load_average=os.getloadavg(), cpu_count=os.cpu_count())
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, 'w') as f:
+      json.dump(dict(meta=meta, results=rows), f, indent=2)
+    print(f'wrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
