@@ -58,8 +58,8 @@ def check_against_full_forward(model, trace, full_forward, greedy):
     np.testing.assert_array_equal(np.where(target_BT, argmax_BT[:, :-1], -1),
                                   np.where(target_BT, tokens_BT[:, 1:], -1))
   got_BT = np.asarray(trace.sample_logprob_BT)[:, 1:]
-  np.testing.assert_allclose(np.where(target_BT, got_BT, 0), np.where(target_BT, lp_BT[:, :-1], 0),
-                             atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.where(target_BT, got_BT, 0),
+                             np.where(target_BT, lp_BT[:, :-1], 0), atol=1e-4, rtol=0)
   assert np.all(np.asarray(trace.sample_logprob_BT)[~np.asarray(
       trace.y1_mask_BT | trace.y2_mask_BT)] == 0)
 

@@ -68,7 +68,8 @@ def test_top_k_draws_from_renormalised_top_k(chi_square_p):
 def test_top_p_keeps_exactly_the_nucleus():
   probs = np.array([0.05, 0.4, 0.1, 0.3, 0.15])
   logits = np.log(probs).astype(np.float32)
-  for top_p, nucleus in ((0.65, {1, 3}), (0.75, {1, 3, 4}), (0.3, {1}), (1.0, set(range(5)))):
+  cases = ((0.65, {1, 3}), (0.75, {1, 3, 4}), (0.3, {1}), (1.0, set(range(5))))
+  for top_p, nucleus in cases:
     cand_BK, ids_BK = _candidates(jnp.asarray(logits)[None], 1.0, None, top_p)
     kept = set(np.asarray(ids_BK)[0][np.isfinite(np.asarray(cand_BK)[0])].tolist())
     assert kept == nucleus, (top_p, kept)
