@@ -3,6 +3,10 @@
 Also the two host-side operations every phase shares: rolling out two attempts
 and scoring them with the task's reward, and evaluating a policy on held-out
 problems with the paper's metrics.
+
+Several processes: each process samples and scores its own prompt rows, with a
+process-local copy of the weights (`for_sampling`) and its own random stream
+(`process_key`); evaluation gathers every process's rows before the metrics.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from score_jax import config as config_lib
 from score_jax import evaluation
@@ -60,12 +65,18 @@ def build_tokenizer(cfg: ml_collections.ConfigDict, task: tasks_lib.Task,
     raise ValueError(f'config.tokenizer.path is empty and task {task.name!r} has no '
                      'corpus to train one on; point it at a sentencepiece .model')
   target = workdir / 'tokenizer.model'
-  if target.is_file():
-    return Tokenizer(str(target))
-  workdir.mkdir(parents=True, exist_ok=True)
-  tok = train_sentencepiece(task.tokenizer_corpus(), cfg.tokenizer.vocab_size,
-                            str(workdir / 'tokenizer'))
-  logging.info('trained a %d-piece tokenizer at %s', tok.vocab_size, target)
+  # Several processes: process 0 writes it first, so a shared workdir never shows
+  # the others a half-written file (on unshared disks each trains the same one).
+  several, leader = jax.process_count() > 1, jax.process_index() == 0
+  if several and not leader:
+    multihost_utils.sync_global_devices('build_tokenizer')
+  if not target.is_file():
+    workdir.mkdir(parents=True, exist_ok=True)
+    tok = train_sentencepiece(task.tokenizer_corpus(), cfg.tokenizer.vocab_size,
+                              str(workdir / 'tokenizer'))
+    logging.info('trained a %d-piece tokenizer at %s', tok.vocab_size, target)
+  if several and leader:
+    multihost_utils.sync_global_devices('build_tokenizer')
   return Tokenizer(str(target))
 
 
@@ -117,10 +128,24 @@ class Experiment:
     return sh.param_shardings(params, rules, self.mesh)
 
   def for_sampling(self, params):
-    """Reshards weights for the sampler when the strategy says so (else no-op)."""
-    if self.strategy.sample_rules is None:
+    """The sampler's copy of the weights.
+
+    One process: resharded to the strategy's sample_rules (no-op without them).
+    Several processes: every process gets the whole tree on its own devices (laid
+    out by the sample rules, see sharding.to_process_local), so the sampler's
+    jits run process-locally on that process's prompt rows. Global params would
+    not do: jit reads host numpy prompts as one global value, the same on every
+    process, while each process holds different rows.
+    """
+    rules = self.strategy.sample_rules or self.strategy.rules
+    if jax.process_count() == 1 and self.strategy.sample_rules is None:
       return params
-    return jax.device_put(params, self.param_shardings(params, for_sampling=True))
+    return sh.to_process_local(params, self.mesh, rules)
+
+  @staticmethod
+  def process_key(key: jax.Array) -> jax.Array:
+    """This process's sampling stream: key folded with the process index (if > 1)."""
+    return key if jax.process_count() == 1 else jax.random.fold_in(key, jax.process_index())
 
   # --------------------------------------------------------------------- sampling
 
@@ -143,7 +168,15 @@ class Experiment:
 
   def rollout(self, params, batch: dict, examples: Sequence[Any], key: jax.Array, *,
               temperature: float, repeat: int = 1, y1_ids=None, y1_mask=None) -> Rollout:
-    """Samples y1 then y2 for each prompt (`repeat` times each) and scores both."""
+    """Samples y1 then y2 for each prompt (`repeat` times each) and scores both.
+
+    `params`: from for_sampling. `batch`: this process's rows; `key` is folded
+    with the process index (process_key), so processes draw different streams.
+    """
+    if not sh.is_process_local(params):
+      raise ValueError('Experiment.rollout: params span several processes; expected '
+                       'process-local weights from Experiment.for_sampling(params)')
+    key = self.process_key(key)
     ids = np.repeat(np.asarray(batch['prompt_ids']), repeat, axis=0)
     mask = np.repeat(np.asarray(batch['prompt_mask']), repeat, axis=0)
     index = np.repeat(np.asarray(batch['index']), repeat, axis=0)
@@ -186,10 +219,36 @@ class Experiment:
       if progress is not None:
         progress.update(int(keep.sum()))
     r1, r2 = np.concatenate(r1), np.concatenate(r2)
+    if jax.process_count() > 1:
+      r1, r2, y1s, y2s = _gather_rows(r1, r2, y1s, y2s)
     summary = evaluation.summarize(r1, r2, y1s, y2s, bootstrap_seed=seed,
                                    num_resamples=ecfg.bootstrap_resamples)
     summary.update(temperature=temperature, r1=r1, r2=r2)
     return summary
+
+
+def _gather_rows(r1, r2, y1s, y2s):
+  """Every process's (r1, r2, y1, y2) rows, in process order, on every process."""
+  n = len(r1)
+  cap = int(np.max(multihost_utils.process_allgather(np.int32(n))))
+  width = max([len(y) for y in y1s + y2s] + [1])
+  width = int(np.max(multihost_utils.process_allgather(np.int32(width))))
+
+  def ids(seqs):  # (cap, width) int32, -1 after each sequence
+    out = np.full((cap, width), -1, np.int32)
+    for i, y in enumerate(seqs):
+      out[i, :len(y)] = y
+    return out
+
+  pad = lambda r: np.pad(np.asarray(r, np.float32), (0, cap - n))
+  g = multihost_utils.process_allgather(
+      {'n': np.int32(n), 'r1': pad(r1), 'r2': pad(r2), 'y1': ids(y1s), 'y2': ids(y2s)})
+  g = jax.tree.map(np.asarray, g)
+  rows = [(p, i) for p in range(len(g['n'])) for i in range(int(g['n'][p]))]
+  unpad = lambda y: [int(t) for t in y if t >= 0]
+  return (np.array([g['r1'][p, i] for p, i in rows], np.float32),
+          np.array([g['r2'][p, i] for p, i in rows], np.float32),
+          [unpad(g['y1'][p, i]) for p, i in rows], [unpad(g['y2'][p, i]) for p, i in rows])
 
 
 def to_global(batch: dict, exp: Experiment) -> dict:

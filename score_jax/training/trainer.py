@@ -22,6 +22,7 @@ from flax import nnx
 
 from score_jax import config as config_lib
 from score_jax.sampling import trace as trace_lib
+from score_jax.training import sharding as sh
 from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
@@ -47,14 +48,18 @@ class ScoreResult:
 
 def _with_base_y1(exp: Experiment, ref_params, batch, examples, key, k: int,
                   fraction: float, temperature: float, policy_params):
-  """The paper's Stage II data trick: extra rows whose y1 was sampled by the base model."""
+  """The paper's Stage II data trick: extra rows whose y1 was sampled by the base model.
+
+  ref_params and policy_params: the sampler's copies (Experiment.for_sampling).
+  """
   n = int(round(fraction * len(batch['index'])))
   if n == 0:
     return None
   sub = {name: np.asarray(v)[:n] for name, v in batch.items()}
   ids = np.repeat(sub['prompt_ids'], k, axis=0)
   mask = np.repeat(sub['prompt_mask'], k, axis=0)
-  gen = exp.sampler(temperature).generate(ref_params, ids, mask, jax.random.fold_in(key, 7))
+  gen = exp.sampler(temperature).generate(ref_params, ids, mask,
+                                          exp.process_key(jax.random.fold_in(key, 7)))
   y1 = np.asarray(gen.tokens_BM)
   y1_mask = np.arange(y1.shape[1])[None, :] < np.asarray(gen.len_B)[:, None]
   return exp.rollout(policy_params, sub, examples, jax.random.fold_in(key, 8),
@@ -110,6 +115,7 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
   window: list[float] = []
   bar = progress(total, f'{phase}', initial=start)
   key = jax.random.key(seed + 1)
+  ref_sample_params = None   # the frozen reference's sampler copy, made once if needed
   step = start
   try:
     while step < total and (stop_after is None or step < start + stop_after):
@@ -122,7 +128,9 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       train_batch = ro.train_batch()
       extra = None
       if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
-        extra = _with_base_y1(exp, ref_params, batch, examples, step_key, k,
+        if ref_sample_params is None:
+          ref_sample_params = exp.for_sampling(ref_params)
+        extra = _with_base_y1(exp, ref_sample_params, batch, examples, step_key, k,
                               cfg.train.base_y1_fraction, temperature, sample_params)
       if extra is not None:
         train_batch = _concat_batches(train_batch, extra.train_batch())
@@ -136,9 +144,12 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       host = finite_or_raise(metrics, f'{phase}/{stage}', step)
       update_s = time.perf_counter() - t0
       step += 1
-      window.append(float(np.mean((ro.r1 + ro.r2) / 2)))
+      # Rewards are per process; every process logs and ranks checkpoints by the mean
+      # over all of them (one small all-gather).
+      acc_t1, acc_t2 = sh.global_mean(ro.r1), sh.global_mean(ro.r2)
+      window.append((acc_t1 + acc_t2) / 2)
       window = window[-max(cfg.train.log_every, 1):]
-      host.update(stage=stage, acc_t1=float(ro.r1.mean()), acc_t2=float(ro.r2.mean()),
+      host.update(stage=stage, acc_t1=acc_t1, acc_t2=acc_t2,
                   time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
                   time_update_s=update_s)
       history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))
@@ -165,17 +176,24 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
 
 def sft_batches(traces: trace_lib.CorrectionTrace, target_mask: np.ndarray,
                 batch_size: int, seed: int):
-  """Endless seeded minibatches of (tokens, valid, target_mask) from packed traces."""
+  """Endless seeded minibatches of (tokens, valid, target_mask) from packed traces.
+
+  batch_size rows per process: every process holds the same traces and draws the
+  same global batch of batch_size * process_count rows; each keeps its own slice.
+  """
   tokens = np.asarray(traces.tokens_BT)
   valid = np.asarray(traces.valid_BT)
   n = tokens.shape[0]
-  if n < batch_size:
-    raise ValueError(f'SFT data has {n} traces; fewer than batch_size={batch_size}')
+  rows = batch_size * jax.process_count()
+  if n < rows:
+    raise ValueError(f'SFT data has {n} traces; fewer than batch_size={batch_size} '
+                     f'x {jax.process_count()} processes')
+  mine = slice(jax.process_index() * batch_size, (jax.process_index() + 1) * batch_size)
   rng = np.random.default_rng(seed)
   while True:
     order = rng.permutation(n)
-    for i in range(0, n - batch_size + 1, batch_size):
-      idx = order[i:i + batch_size]
+    for i in range(0, n - rows + 1, rows):
+      idx = order[i:i + rows][mine]
       yield {'tokens': tokens[idx], 'valid': valid[idx], 'target_mask': target_mask[idx]}
 
 
