@@ -15,7 +15,6 @@ import time
 from absl import logging
 
 import common  # pylint: disable=unused-import  (sets sys.path, defines --config)
-from score_jax import evaluation
 from score_jax.training import report
 from score_jax.training.base_model import load_or_train_base
 from score_jax.training.trainer import train_score
@@ -50,12 +49,7 @@ def main(argv):
   timings['total_s'] = time.time() - t_start
 
   paths = report.write_run_report(exp, results, timings, phase='score')
-  for temp in cfg.eval.temperatures:
-    rows = {name.split('@')[0]: r for name, r in results.items()
-            if name.endswith(f'@T={temp:g}')}
-    kind = 'greedy' if float(temp) == 0 else f'temperature {temp:g}'
-    print(f'\nHeld-out problems: {next(iter(rows.values()))["n"]}, decoding: {kind}')
-    print(evaluation.format_table(rows))
+  print('\n' + report.tables_by_decoding(results))
   print('\nNote: the base model was warmed up with supervised synthetic corrections '
         '(see configs/tiny.py).')
   print(f'\nwall time: {json.dumps({k: round(v, 1) for k, v in timings.items()})}')

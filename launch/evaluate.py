@@ -53,8 +53,10 @@ def main(argv):
     print(f'\n{PARAMS.value} weights, decoding temperature {temp:g}, {r["n"]} problems')
     print(evaluation.format_table({PARAMS.value: r}))
   if OUT.value:
-    with open(OUT.value, 'w') as f:
-      json.dump(out, f, indent=1, default=str)
+    path = common.resolve(OUT.value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f'written: {path}')
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import hashlib
 import json
 
 import jax
+import tqdm
 from absl import logging
 from flax import nnx
 
@@ -40,12 +41,23 @@ def load_or_train_base(exp: Experiment) -> nnx.State:
     print(f'Reusing the cached base model at {path}')
     return restore_params(path / 'params', params)
   w = exp.cfg.warmup
+  train = exp.task.load_examples('train')
+  holdout = train[:w.holdout]    # never trained on; decides when the warm-up stops
   traces, target = warmup_lib.synthetic_warmup(
-      exp, num_examples=len(exp.task.load_examples('train')), seed=exp.cfg.seed,
+      exp, examples=train[w.holdout:], seed=exp.cfg.seed,
       corrupt_fraction=w.corrupt_fraction)
+
+  def reached_target(step, params):
+    acc = exp.evaluate_examples(params, holdout, temperature=0.0, seed=step)['acc_t1']
+    tqdm.tqdm.write(f'  warm-up step {step}: greedy Acc@t1 on {len(holdout)} held-out training '
+          f'problems = {acc:.3f} (target {w.target_acc_t1})')
+    return {'holdout_acc_t1': acc} if acc >= w.target_acc_t1 else None
+
   params = train_sft(exp, params, traces, target, steps=w.steps, batch_size=w.batch_size,
                      learning_rate=w.learning_rate, seed=exp.cfg.seed, phase='warmup',
-                     warmup_steps=w.warmup_steps)
+                     warmup_steps=w.warmup_steps,
+                     stop_when=reached_target if w.target_acc_t1 > 0 else None,
+                     check_every=w.check_every)
   if jax.process_index() == 0:
     path.mkdir(parents=True, exist_ok=True)
   save_params(path / 'params', params)

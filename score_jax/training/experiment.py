@@ -91,11 +91,23 @@ class Experiment:
     for validate in (config_lib.loss_config, config_lib.optim_config, config_lib.schedule):
       validate(cfg)
     self.task = task or tasks_lib.make_task(cfg.task.name, **cfg.task.fields.to_dict())
-    self.tokenizer = build_tokenizer(cfg, self.task, self.workdir)
-    overrides = cfg.model.overrides.to_dict()
-    if not cfg.model.checkpoint:
+    self._pretrained = None
+    if cfg.model.checkpoint:
+      # Open weights: the preset is checked against the file; the tokenizer comes
+      # from config.tokenizer.path, else from the checkpoint (GGUF vocabulary).
+      from score_jax.models.checkpoints import load_pretrained  # pylint: disable=g-import-not-at-top
+      self.model_cfg, self._pretrained, tokenizer = load_pretrained(cfg.model)
+      if cfg.tokenizer.path:
+        tokenizer = build_tokenizer(cfg, self.task, self.workdir)
+      if tokenizer is None:
+        raise ValueError(f'config.tokenizer.path is empty and {cfg.model.checkpoint} '
+                         'carries no tokenizer; point config.tokenizer.path at its .model')
+      self.tokenizer = tokenizer
+    else:
+      self.tokenizer = build_tokenizer(cfg, self.task, self.workdir)
+      overrides = cfg.model.overrides.to_dict()
       overrides.setdefault('vocab_size', self.tokenizer.vocab_size)
-    self.model_cfg = get_preset(cfg.model.preset, **overrides)
+      self.model_cfg = get_preset(cfg.model.preset, **overrides)
     if self.model_cfg.vocab_size < self.tokenizer.vocab_size:
       raise ValueError(f'model vocab_size {self.model_cfg.vocab_size} < tokenizer '
                        f'vocab_size {self.tokenizer.vocab_size} (config.model)')
@@ -112,14 +124,13 @@ class Experiment:
   # --------------------------------------------------------------------- model
 
   def init_params(self, seed: int) -> nnx.State:
-    """Random params (or the configured checkpoint), laid out for training."""
-    if self.cfg.model.checkpoint:
-      from score_jax.models.checkpoints import load_params  # pylint: disable=g-import-not-at-top
-      params = load_params(self.cfg.model.checkpoint, self.model_cfg,
-                           fmt=self.cfg.model.checkpoint_format)
-    else:
-      _, params = nnx.split(Transformer(self.model_cfg, rngs=nnx.Rngs(seed)))
-    return jax.device_put(params, self.param_shardings(params))
+    """The configured checkpoint's params, or a random init; laid out for training."""
+    if self._pretrained is not None:
+      return jax.device_put(self._pretrained, self.param_shardings(self._pretrained))
+    # One jitted init writes each param straight into its shard (and compiles once
+    # instead of dispatching every initializer op by op).
+    make = lambda: nnx.state(Transformer(self.model_cfg, rngs=nnx.Rngs(seed)))
+    return jax.jit(make, out_shardings=self.param_shardings(nnx.eval_shape(make)))()
 
   def param_shardings(self, params, for_sampling: bool = False):
     rules = self.strategy.rules
@@ -198,12 +209,17 @@ class Experiment:
                    reward_s=time.perf_counter() - t1)
 
   def evaluate(self, params, *, split: str | None = None, num_problems: int | None = None,
-               temperature: float = 0.0, seed: int = 0, progress=None) -> dict:
+               temperature: float = 0.0, seed: int = 0) -> dict:
     """The paper's metrics of the two-turn protocol on held-out problems."""
+    examples = self.task.load_examples(split or self.cfg.eval.split)
+    n = min(num_problems or self.cfg.eval.num_problems, len(examples))
+    return self.evaluate_examples(params, examples[:n], temperature=temperature, seed=seed)
+
+  def evaluate_examples(self, params, examples: Sequence[Any], *, temperature: float,
+                        seed: int = 0) -> dict:
+    """Two attempts at each of `examples` (indices must address them) and the metrics."""
     ecfg = self.cfg.eval
-    examples = self.task.load_examples(split or ecfg.split)
-    n = min(num_problems or ecfg.num_problems, len(examples))
-    examples = examples[:n]
+    examples = _reindexed(examples)
     sample_params = self.for_sampling(params)
     r1, r2, y1s, y2s = [], [], [], []
     key = jax.random.key(seed)
@@ -216,8 +232,6 @@ class Experiment:
       r2.append(ro.r2[keep])
       y1s += [y for y, k in zip(ro.y1_ids, keep) if k]
       y2s += [y for y, k in zip(ro.y2_ids, keep) if k]
-      if progress is not None:
-        progress.update(int(keep.sum()))
     r1, r2 = np.concatenate(r1), np.concatenate(r2)
     if jax.process_count() > 1:
       r1, r2, y1s, y2s = _gather_rows(r1, r2, y1s, y2s)
@@ -249,6 +263,13 @@ def _gather_rows(r1, r2, y1s, y2s):
   return (np.array([g['r1'][p, i] for p, i in rows], np.float32),
           np.array([g['r2'][p, i] for p, i in rows], np.float32),
           [unpad(g['y1'][p, i]) for p, i in rows], [unpad(g['y2'][p, i]) for p, i in rows])
+
+
+def _reindexed(examples: Sequence[Any]) -> list:
+  """Examples whose `index` is their position, so pipeline indices address them."""
+  if all(getattr(e, 'index', i) == i for i, e in enumerate(examples)):
+    return list(examples)
+  return [dataclasses.replace(e, index=i) for i, e in enumerate(examples)]
 
 
 def to_global(batch: dict, exp: Experiment) -> dict:

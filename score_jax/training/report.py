@@ -16,7 +16,8 @@ def _jsonable(summary: dict) -> dict:
           if k not in ('r1', 'r2')}
 
 
-def plot_accuracy(metrics_jsonl: pathlib.Path, out_png: pathlib.Path) -> pathlib.Path | None:
+def plot_accuracy(metrics_jsonl: pathlib.Path, out_png: pathlib.Path,
+                  schedule=()) -> pathlib.Path | None:
   """Acc@t1 / Acc@t2 of the training rollouts over steps, stage boundary marked."""
   if not metrics_jsonl.exists():
     return None
@@ -30,6 +31,12 @@ def plot_accuracy(metrics_jsonl: pathlib.Path, out_png: pathlib.Path) -> pathlib
   fig, ax = plt.subplots(figsize=(7, 4))
   for key, label in (('acc_t1', 'Acc@t1'), ('acc_t2', 'Acc@t2')):
     ax.plot(steps, [by_step[s][key] for s in steps], label=label)
+  boundary = 0
+  for stage, n in schedule:
+    ax.axvline(boundary, color='gray', lw=0.8, ls='--')
+    ax.text(boundary, 1.0, f' {stage}', transform=ax.get_xaxis_transform(), va='top',
+            fontsize=8, color='gray')
+    boundary += int(n)
   ax.set_xlabel('training step')
   ax.set_ylabel('accuracy of training rollouts (T=1)')
   ax.set_title('SCoRe: first and second attempt during training')
@@ -41,6 +48,20 @@ def plot_accuracy(metrics_jsonl: pathlib.Path, out_png: pathlib.Path) -> pathlib
   return out_png
 
 
+def tables_by_decoding(results: dict[str, dict]) -> str:
+  """One markdown table per decoding temperature; keys look like 'SCoRe@T=0'."""
+  groups: dict[str, dict[str, dict]] = {}
+  for name, r in results.items():
+    method, _, temp = name.partition('@T=')
+    groups.setdefault(temp, {})[method] = r
+  parts = []
+  for temp, rows in groups.items():
+    kind = 'greedy' if float(temp) == 0 else f'temperature {temp}'
+    n = next(iter(rows.values()))['n']
+    parts.append(f'Held-out problems: {n}, decoding: {kind}\n\n' + evaluation.format_table(rows))
+  return '\n\n'.join(parts)
+
+
 def write_run_report(exp: Experiment, results: dict[str, dict], timings: dict,
                      phase: str) -> dict[str, pathlib.Path]:
   out = exp.workdir
@@ -50,12 +71,12 @@ def write_run_report(exp: Experiment, results: dict[str, dict], timings: dict,
       {'results': {k: _jsonable(v) for k, v in results.items()}, 'timings_s': timings,
        'config': exp.cfg.to_dict()}, indent=1, default=str))
   table_md = out / 'results.md'
-  table_md.write_text('\n\n'.join(
-      f'### {name}\n\n' + evaluation.format_table({name: r}) for name, r in results.items()))
+  table_md.write_text(tables_by_decoding(results) + '\n')
   paths = {'results': results_json, 'table': table_md,
            'metrics': out / phase / 'metrics.jsonl', 'tensorboard': out / phase / 'tensorboard',
            'checkpoints': out / phase / 'checkpoints'}
-  png = plot_accuracy(out / phase / 'metrics.jsonl', out / 'accuracy.png')
+  png = plot_accuracy(out / phase / 'metrics.jsonl', out / 'accuracy.png',
+                      schedule=exp.cfg.train.schedule)
   if png is not None:
     paths['plot'] = png
   return paths

@@ -200,8 +200,14 @@ def sft_batches(traces: trace_lib.CorrectionTrace, target_mask: np.ndarray,
 def train_sft(exp: Experiment, params: nnx.State, traces: trace_lib.CorrectionTrace,
               target_mask: np.ndarray, *, steps: int, batch_size: int,
               learning_rate: float, seed: int = 0, phase: str = 'sft',
-              warmup_steps: int = 0) -> nnx.State:
-  """Supervised fine-tuning on packed traces; loss only where target_mask is True."""
+              warmup_steps: int = 0,
+              stop_when: Callable[[int, nnx.State], dict | None] | None = None,
+              check_every: int = 0) -> nnx.State:
+  """Supervised fine-tuning on packed traces; loss only where target_mask is True.
+
+  stop_when(step, params), called every `check_every` steps, ends training early
+  by returning a dict of metrics (logged); None means go on. `steps` is the cap.
+  """
   optim = dataclasses.replace(config_lib.optim_config(exp.cfg), learning_rate=learning_rate,
                               total_steps=steps, warmup_steps=warmup_steps,
                               grad_accum_steps=1)
@@ -224,6 +230,11 @@ def train_sft(exp: Experiment, params: nnx.State, traces: trace_lib.CorrectionTr
         writer.write(phase, step, host)
         bar.set_postfix(nll=f'{host["loss"]:.3f}')
       bar.update(1)
+      if stop_when is not None and check_every and step % check_every == 0:
+        done = stop_when(step, state.params)
+        if done is not None:
+          writer.write(phase, step, dict(done, stopped_early=1.0))
+          break
   finally:
     bar.close()
     writer.close()
