@@ -22,6 +22,16 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TIMEOUT_S = 420   # generous: the CI machine may be shared; a cached run takes ~1 min
 
 
+def _die_with_parent():
+  """Linux: the kernel kills a worker whose parent (this test) dies first."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    import signal  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def _free_port() -> int:
   with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
     s.bind(('127.0.0.1', 0))
@@ -40,7 +50,8 @@ def _start_workers(tmp_path):
          f'--coordinator_address=127.0.0.1:{port}',
          f'--num_processes={multihost_worker.NUM_WORKERS}', f'--process_id={pid}',
          f'--workdir={tmp_path / "multi"}', f'--out={tmp_path / "multi.npz"}'],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent), log))
   return procs
 
 
@@ -59,7 +70,7 @@ def _wait(procs, tmp_path, deadline):
   finally:
     for p, log in procs:   # a failed or hung worker must not outlive the test
       if p.poll() is None:
-        p.kill()
+        p.kill()   # SIGKILL: a JAX worker may ignore SIGTERM
         p.wait()
       log.close()
 
