@@ -38,6 +38,12 @@ def _abstract(tree):
       tree)
 
 
+def _barrier_prefix(name: str):
+  # Both managers save the same step; without distinct barrier keys their async
+  # commits collide across processes ("Barrier ... is already ongoing") and hang.
+  return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
   directory: str
@@ -58,14 +64,16 @@ class Checkpointer:
     self._latest = ocp.CheckpointManager(
         root / 'latest', item_names=item_names,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True))
+            max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save, create=True,
+            multiprocessing_options=_barrier_prefix('latest')))
     self._best = None
     if cfg.keep_best:
       self._best = ocp.CheckpointManager(
           root / 'best', item_names=item_names,
           options=ocp.CheckpointManagerOptions(
               max_to_keep=1, best_fn=lambda m: m['train_reward'], best_mode='max',
-              enable_async_checkpointing=cfg.async_save, create=True))
+              enable_async_checkpointing=cfg.async_save, create=True,
+              multiprocessing_options=_barrier_prefix('best')))
 
   def latest_step(self) -> int | None:
     return self._latest.latest_step()

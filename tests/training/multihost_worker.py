@@ -59,10 +59,9 @@ def config(workdir):
   # updates ~ linear in the gradient, so reduction-order noise is not amplified.
   c.optim.eps = 1e-3
   c.checkpoint.every = 100        # saves only where a call stops
-  # Synchronous: the 'latest' and 'best' managers' async saves of one step share
-  # Orbax's barrier key async_commit_complete.<step> across processes and can
-  # collide ("Barrier ... is already ongoing"); see training/checkpoint.py.
-  c.checkpoint.async_save = False
+  # Asynchronous, as configs default to: the 'latest' and 'best' managers save the
+  # same step, which needs distinct barrier keys across processes (checkpoint.py).
+  c.checkpoint.async_save = True
   c.eval.num_problems = 16        # 8 per process: one batch of the training rows' shape
   c.eval.batch_size = 8
   c.eval.bootstrap_resamples = 100
