@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.strategy = 'dp'
   c.mesh.shape = ()                # () = the strategy's default, -1 fills
   c.mesh.distributed = False       # jax.distributed.initialize() (multi-host)
+  c.mesh.constrain_activations = True  # pin x_BTD's sharding at every layer boundary
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_problems = 500

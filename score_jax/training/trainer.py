@@ -137,9 +137,14 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       t0 = time.perf_counter()
       global_batch = to_global(train_batch, exp)
       if stage not in steps_fns:
+        act = None
+        if cfg.mesh.constrain_activations:
+          b, t = global_batch['tokens'].shape
+          act = sh.activation_sharding(exp.mesh, exp.strategy.rules,
+                                       (b, t, exp.model_cfg.embed_dim))
         steps_fns[stage] = step_lib.compile_step(
             exp.graphdef, tx, loss_cfg, stage, exp.mesh, exp.strategy.rules, shardings,
-            shardings.params, global_batch)
+            shardings.params, global_batch, activation_sharding=act)
       state, metrics = steps_fns[stage](state, ref_params, global_batch)
       host = finite_or_raise(metrics, f'{phase}/{stage}', step)
       update_s = time.perf_counter() - t0
@@ -150,6 +155,7 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       window.append((acc_t1 + acc_t2) / 2)
       window = window[-max(cfg.train.log_every, 1):]
       host.update(stage=stage, acc_t1=acc_t1, acc_t2=acc_t2,
+                  rows=float(len(train_batch['r1'])),
                   time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
                   time_update_s=update_s)
       history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))
