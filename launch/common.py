@@ -70,11 +70,12 @@ def run(main) -> None:
   def guarded(argv):
     if len(argv) > 1:
       fail(f'unexpected arguments {argv[1:]}')
+    # Orbax and grain log every save at INFO; keep the console to progress bars
+    # and results unless asked (--verbosity=0 for INFO).
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
     return main(argv)
 
-  # Orbax and grain log every save at INFO; keep the console to progress bars and
-  # results unless asked (--verbosity=0 for INFO).
-  flags.FLAGS.set_default('verbosity', logging.WARNING)
   app.run(guarded, flags_parser=_parse_flags)
 
 
