@@ -16,7 +16,7 @@ from absl import logging
 from flax import nnx
 
 from score_jax.training import warmup as warmup_lib
-from score_jax.training.checkpoint import restore_params, save_params
+from score_jax.models.checkpoints import load_orbax, save_orbax
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_sft
 
@@ -39,7 +39,8 @@ def load_or_train_base(exp: Experiment) -> nnx.State:
   if (path / 'params').exists():
     logging.info('reusing the cached base model at %s', path)
     print(f'Reusing the cached base model at {path}')
-    return restore_params(path / 'params', params)
+    return load_orbax(path / 'params', exp.model_cfg,
+                      shardings=exp.param_shardings(params))
   w = exp.cfg.warmup
   train = exp.task.load_examples('train')
   holdout = train[:w.holdout]    # never trained on; decides when the warm-up stops
@@ -60,5 +61,5 @@ def load_or_train_base(exp: Experiment) -> nnx.State:
                      check_every=w.check_every)
   if jax.process_index() == 0:
     path.mkdir(parents=True, exist_ok=True)
-  save_params(path / 'params', params)
+  save_orbax(path / 'params', params)
   return params

@@ -141,17 +141,3 @@ class Checkpointer:
     if self._best is not None:
       self._best.close()
 
-
-def save_params(path: str | pathlib.Path, params) -> None:
-  """Writes one params tree (e.g. a cached base model) as an Orbax checkpoint."""
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(pathlib.Path(path).resolve(), _flatten(params), force=True)
-
-
-def restore_params(path: str | pathlib.Path, template):
-  """Reads a tree written by save_params into the structure/shardings of `template`."""
-  path = pathlib.Path(path).resolve()
-  expected = _abstract(_flatten(template))
-  with ocp.StandardCheckpointer() as ckptr:
-    Checkpointer._check_compatible(path, expected, ckptr.metadata(path).item_metadata)
-    return _unflatten_like(template, ckptr.restore(path, expected))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from score_jax.data import synthetic
@@ -15,7 +16,6 @@ from score_jax.training.experiment import Experiment
 
 
 def _concat_traces(parts: Sequence[trace_lib.CorrectionTrace]) -> trace_lib.CorrectionTrace:
-  import jax  # pylint: disable=g-import-not-at-top
   return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *parts)
 
 
