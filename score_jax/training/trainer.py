@@ -66,8 +66,8 @@ def _with_base_y1(exp: Experiment, ref_params, batch, examples, key, k: int,
                      temperature=temperature, repeat=k, y1_ids=y1, y1_mask=y1_mask)
 
 
-def _concat_batches(a: dict, b: dict | None) -> dict:
-  return a if b is None else {k: np.concatenate([a[k], b[k]]) for k in a}
+def _concat_batches(a: dict, b: dict) -> dict:
+  return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
 def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
@@ -126,14 +126,13 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature,
                        repeat=k)
       train_batch = ro.train_batch()
-      extra = None
       if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
         if ref_sample_params is None:
           ref_sample_params = exp.for_sampling(ref_params)
         extra = _with_base_y1(exp, ref_sample_params, batch, examples, step_key, k,
                               cfg.train.base_y1_fraction, temperature, sample_params)
-      if extra is not None:
-        train_batch = _concat_batches(train_batch, extra.train_batch())
+        if extra is not None:
+          train_batch = _concat_batches(train_batch, extra.train_batch())
       t0 = time.perf_counter()
       global_batch = to_global(train_batch, exp)
       if stage not in steps_fns:
