@@ -82,8 +82,9 @@ class Embedder(nnx.Module):
     # Gemma rounds the normaliser to the compute dtype before multiplying.
     return x_BTD * jnp.asarray(self.embed_dim ** 0.5, self.dtype)
 
-  def decode(self, x_BTD: jax.Array) -> jax.Array:
-    return jnp.einsum('BTD,VD->BTV', x_BTD, self.input_embedding[...].astype(self.dtype))
+  def decode(self, x_XD: jax.Array) -> jax.Array:
+    """Logits over the vocabulary for any leading shape X."""
+    return jnp.einsum('...D,VD->...V', x_XD, self.input_embedding[...].astype(self.dtype))
 
 
 def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, base: jax.Array | float,

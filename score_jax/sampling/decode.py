@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
-from score_jax.models.transformer import KVCache, init_cache
+from score_jax.models.transformer import KVCache, init_cache, next_token_logprobs
 from score_jax.sampling import rules
 
 
@@ -83,17 +83,24 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   causal_TS = jnp.arange(s)[None, :] <= slot_T[:, None]
   attn_mask_BTS = valid_BS[:, None, :] & causal_TS[None]
   model = nnx.merge(graphdef, params)
-  logits_BTV, cache = model(tokens_BT, positions_BT, attn_mask_BTS, state.cache, start)
-  logits_BTV = logits_BTV.astype(jnp.float32)
+  h_BTD, cache = model.hidden(tokens_BT, positions_BT, attn_mask_BTS, state.cache, start)
 
-  # Log-prob of each new token under the logits of the previous valid token.
-  idx_BT = jnp.where(mask_BT, jnp.arange(t)[None, :], -1)
+  # Each new token's log-prob comes from the logits of the valid token before it.
+  # Score from the source side: position i predicts the first valid token after
+  # it, so only B x chunk x V logits exist at a time (next_token_logprobs).
+  pos_T = jnp.arange(t)
+  idx_BT = jnp.where(mask_BT, pos_T[None, :], -1)
   last_upto_BT = jax.lax.cummax(idx_BT, axis=1)          # last valid index <= j
   prev_BT = jnp.pad(last_upto_BT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  first_from_BT = jax.lax.cummin(jnp.where(mask_BT, pos_T[None, :], t), axis=1, reverse=True)
+  next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
   rows_B1 = jnp.arange(b)[:, None]
-  prev_c_BT = jnp.maximum(prev_BT, 0)
-  lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-  in_chunk_BT = logits_BTV[rows_B1, prev_c_BT, tokens_BT] - lse_BT[rows_B1, prev_c_BT]
+  if t > 1:
+    target_BT = tokens_BT[rows_B1, jnp.minimum(next_BT, t - 1)]
+    source_lp_BT = next_token_logprobs(model, h_BTD, target_BT)
+    in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
+  else:  # a decode step: its one token is scored from state.logits_BV below
+    in_chunk_BT = jnp.zeros((b, t), jnp.float32)
   if fresh:
     from_state_BT = jnp.zeros((b, t), jnp.float32)
   else:
@@ -106,6 +113,7 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   any_B = last_B >= 0
   last_c_B = jnp.maximum(last_B, 0)
   rows_B = jnp.arange(b)
+  last_logits_BV = model.logits(h_BTD[rows_B, last_c_B]).astype(jnp.float32)
   update = lambda old, new: jax.lax.dynamic_update_slice(old, new, (0, start))
   return DecodeState(
       cache=cache,
@@ -115,8 +123,7 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
       dist_logprob_BS=update(state.dist_logprob_BS, jnp.zeros_like(logprob_BT)),
       next_pos_B=state.next_pos_B + jnp.sum(mask_BT, axis=1, dtype=jnp.int32),
       last_token_B=jnp.where(any_B, tokens_BT[rows_B, last_c_B], state.last_token_B),
-      logits_BV=jnp.where(any_B[:, None], logits_BTV[rows_B, last_c_B],
-                          state.logits_BV))
+      logits_BV=jnp.where(any_B[:, None], last_logits_BV, state.logits_BV))
 
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, tokens_BT: jax.Array,

@@ -15,7 +15,8 @@ import pytest
 from flax import nnx
 
 from score_jax.models import Transformer, causal_mask, get_preset, init_cache
-from score_jax.models.transformer import REMAT_POLICIES
+from score_jax.models.transformer import REMAT_POLICIES, next_token_logprobs
+from score_jax.sampling import decode
 
 T = 14  # > sliding_window (8)
 
@@ -125,3 +126,37 @@ def test_unrolled_layers_match_scan(setup):
 def test_unknown_remat_policy_is_a_clear_error():
   with pytest.raises(ValueError, match="remat='everything'.*dots_no_batch"):
     Transformer(get_preset('gemma_tiny', remat='everything'), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize('preset', ['gemma2_tiny', 'gemma3_tiny'])
+@pytest.mark.parametrize('max_logits', [3 * 2 * 256, 10**9])  # 3-position chunks; one
+def test_next_token_logprobs_equal_the_full_log_softmax(random_model, preset, max_logits):
+  cfg = get_preset(preset)  # gemma2_tiny soft-caps its logits
+  model = random_model(cfg)
+  rng = np.random.RandomState(1)
+  tokens_BT = rng.randint(1, cfg.vocab_size, (2, T)).astype(np.int32)
+  targets_BT = rng.randint(0, cfg.vocab_size, (2, T)).astype(np.int32)
+  positions_BT = np.tile(np.arange(T, dtype=np.int32), (2, 1))
+  mask_BTS = causal_mask(positions_BT, np.ones((2, T), bool))
+  logits_BTV, _ = model(tokens_BT, positions_BT, mask_BTS)
+  want_BT = np.take_along_axis(
+      np.asarray(jax.nn.log_softmax(logits_BTV.astype(jnp.float32))), targets_BT[..., None],
+      -1)[..., 0]
+  h_BTD, _ = model.hidden(tokens_BT, positions_BT, mask_BTS)
+  got_BT = next_token_logprobs(model, h_BTD, targets_BT, max_logits=max_logits)
+  np.testing.assert_allclose(got_BT, want_BT, atol=1e-5)
+
+
+def test_prefill_never_holds_all_logits():
+  """Compiled prefill scratch stays far below B x T x V float32 logits."""
+  cfg = get_preset('gemma3_tiny', vocab_size=65_536, num_layers=1)
+  b, t = 4, 1024
+  model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(model)
+  tokens_BT = jax.ShapeDtypeStruct((b, t), jnp.int32)
+  mask_BT = jax.ShapeDtypeStruct((b, t), jnp.bool_)
+  compiled = jax.jit(decode.prefill, static_argnums=(0, 4)).lower(
+      graphdef, state, tokens_BT, mask_BT, t).compile()
+  all_logits = b * t * cfg.vocab_size * 4
+  # The default budget is 2**26 float32 logits (256 MiB) at a time, a quarter of 1 GiB.
+  assert compiled.memory_analysis().temp_size_in_bytes < 0.5 * all_logits
