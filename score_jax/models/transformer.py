@@ -11,6 +11,8 @@ along the scan as arrays.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -183,31 +185,48 @@ class Transformer(nnx.Module):
     return self.final_norm(x_BTD), new_cache
 
 
+# Elements of one slice's float32 logits when scoring many positions (256 MiB).
+# A loss keeps a few such arrays alive (policy, reference, their log-softmaxes);
+# slices of fewer rows than this would underuse a TPU's matrix units.
+MAX_LOGITS = 1 << 26
+
+
+def map_position_chunks(fn: Callable[..., Any], xs: tuple[jax.Array, ...], *,
+                        vocab_size: int, max_logits: int = MAX_LOGITS) -> Any:
+  """fn over slices of positions of the (B, T, ...) arrays xs, joined back along T.
+
+  Each slice holds as many positions as keep B x positions x vocab_size under
+  max_logits (static), so fn may build that slice's logits; fn maps arrays of
+  shape (B, C, ...) to a pytree of (B, C) arrays. One slice means one plain call.
+  """
+  b, t = xs[0].shape[:2]
+  chunk = max(1, max_logits // (b * vocab_size))
+  if t <= chunk:
+    return fn(*xs)
+  n = -(-t // chunk)
+
+  def split(x):  # (B, T, ...) -> (N, B, C, ...), padded at the end of T
+    x = jnp.pad(x, [(0, 0), (0, n * chunk - t)] + [(0, 0)] * (x.ndim - 2))
+    return x.reshape(b, n, chunk, *x.shape[2:]).swapaxes(0, 1)
+
+  out = jax.lax.map(lambda args: fn(*args), tuple(split(x) for x in xs))
+  return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(b, n * chunk)[:, :t], out)
+
+
 def next_token_logprobs(model: Transformer, h_BTD: jax.Array, targets_BT: jax.Array,
-                        max_logits: int = 1 << 26) -> jax.Array:
+                        max_logits: int = MAX_LOGITS) -> jax.Array:
   """log softmax(model.logits(h_BTD))[targets_BT] per position, float32 (B, T).
 
-  Works through as many positions at a time as keep the float32 logits at most
-  `max_logits` (static) elements (default 256 MiB), instead of all B x T x V at
-  once: with Gemma 3's 262k vocabulary a 1k-token prefill of 32 rows would
-  otherwise hold 34 GB of logits.
+  Never builds all B x T x V logits (see map_position_chunks): with Gemma 3's
+  262k vocabulary a 512-token prefill of 32 rows would hold 16 GiB of them.
   """
-  b, t, d = h_BTD.shape
-
   def one(h_BCD, targets_BC):
     logits_BCV = model.logits(h_BCD).astype(jnp.float32)
     picked_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
     return picked_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
 
-  chunk = max(1, max_logits // (b * model.cfg.vocab_size))
-  if t <= chunk:
-    return one(h_BTD, targets_BT)
-  n = -(-t // chunk)
-  pad = n * chunk - t
-  h_NBCD = jnp.pad(h_BTD, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk, d).swapaxes(0, 1)
-  targets_NBC = jnp.pad(targets_BT, ((0, 0), (0, pad))).reshape(b, n, chunk).swapaxes(0, 1)
-  lp_NBC = jax.lax.map(lambda xs: one(*xs), (h_NBCD, targets_NBC))
-  return lp_NBC.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+  return map_position_chunks(one, (h_BTD, targets_BT), vocab_size=model.cfg.vocab_size,
+                             max_logits=max_logits)
 
 
 def count_params(state) -> int:

@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from score_jax import losses
-from score_jax.models.transformer import causal_mask
+from score_jax.models.transformer import MAX_LOGITS, causal_mask, map_position_chunks
 from score_jax.training import sharding as sh
 from score_jax.training.state import TrainState
 
@@ -32,26 +32,59 @@ STAGES = ('stage1', 'stage2', 'sft')
 def forward_logits(graphdef: nnx.GraphDef, params: nnx.State, tokens_BT, valid_BT,
                    activation_sharding=None):
   """Logits of a packed batch (positions 0..T-1, causal + validity mask)."""
+  model, h_BTD = _forward_hidden(graphdef, params, tokens_BT, valid_BT, activation_sharding)
+  return model.logits(h_BTD)
+
+
+def _forward_hidden(graphdef, params, tokens_BT, valid_BT, activation_sharding=None):
   b, t = tokens_BT.shape
   positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
   model = nnx.merge(graphdef, params)
-  logits_BTV, _ = model(tokens_BT, positions_BT, causal_mask(positions_BT, valid_BT),
-                        activation_sharding=activation_sharding)
-  return logits_BTV
+  h_BTD, _ = model.hidden(tokens_BT, positions_BT, causal_mask(positions_BT, valid_BT),
+                          activation_sharding=activation_sharding)
+  return model, h_BTD
+
+
+def token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
+                exact_kl: bool = False, max_logits: int = MAX_LOGITS):
+  """Per token t, scored from position t-1 (0 at t = 0): log pi, and with a
+  reference also log pi_ref and, if exact_kl, KL(pi || pi_ref) over the vocabulary.
+
+  The logits come a slice of positions at a time (map_position_chunks) and each
+  slice is rematerialised in the backward pass, so neither pass holds B x T x V.
+  Returns (logp_BT, ref_logp_BT | None, kl_BT | None).
+  """
+  with_ref = ref_model is not None
+
+  def one(h_BCD, targets_BC, *ref):
+    logits_BCV = model.logits(h_BCD)
+    out = {'logp': losses.token_log_probs(logits_BCV, targets_BC)}
+    if with_ref:
+      ref_logits_BCV = jax.lax.stop_gradient(ref_model.logits(ref[0]))
+      out['ref_logp'] = losses.token_log_probs(ref_logits_BCV, targets_BC)
+      if exact_kl:
+        out['kl'] = losses.kl_exact(logits_BCV, ref_logits_BCV)
+    return out
+
+  xs = (h_BTD[:, :-1], tokens_BT[:, 1:]) + ((ref_h_BTD[:, :-1],) if with_ref else ())
+  out = map_position_chunks(jax.checkpoint(one), xs, vocab_size=model.cfg.vocab_size,
+                            max_logits=max_logits)
+  out = {k: jnp.pad(v, ((0, 0), (1, 0))) for k, v in out.items()}
+  return out['logp'], out.get('ref_logp'), out.get('kl')
 
 
 def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConfig,
-               stage: str, activation_sharding=None):
+               stage: str, activation_sharding=None, max_logits: int = MAX_LOGITS):
   """Stage I or II loss of one batch; the reference forward carries no gradient."""
   tokens, valid = batch['tokens'], batch['valid']
-  logits_BTV = forward_logits(graphdef, params, tokens, valid, activation_sharding)
-  ref_logits_BTV = jax.lax.stop_gradient(
-      forward_logits(graphdef, ref_params, tokens, valid, activation_sharding))
-  logp_BT = losses.next_token_log_probs(logits_BTV, tokens)
-  ref_logp_BT = losses.next_token_log_probs(ref_logits_BTV, tokens)
-  if loss_cfg.kl_estimator == 'exact':
-    kl_BT = losses.kl_exact(losses.shift_logits(logits_BTV), losses.shift_logits(ref_logits_BTV))
-  else:
+  model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
+  ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
+                                         activation_sharding)
+  exact = loss_cfg.kl_estimator == 'exact'
+  logp_BT, ref_logp_BT, kl_BT = token_stats(
+      model, h_BTD, tokens, ref_model, jax.lax.stop_gradient(ref_h_BTD), exact_kl=exact,
+      max_logits=max_logits)
+  if not exact:
     kl_BT = losses.kl_sampled(logp_BT, ref_logp_BT, loss_cfg.kl_estimator)
   fn = losses.stage_one_loss if stage == 'stage1' else losses.stage_two_loss
   return fn(logp_BT, kl_BT, batch['y1_mask'], batch['y2_mask'], batch['r1'], batch['r2'],
@@ -59,11 +92,11 @@ def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConf
 
 
 def sft_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
-             activation_sharding=None):
+             activation_sharding=None, max_logits: int = MAX_LOGITS):
   del ref_params, loss_cfg, stage
-  logits_BTV = forward_logits(graphdef, params, batch['tokens'], batch['valid'],
-                              activation_sharding)
-  logp_BT = losses.next_token_log_probs(logits_BTV, batch['tokens'])
+  model, h_BTD = _forward_hidden(graphdef, params, batch['tokens'], batch['valid'],
+                                 activation_sharding)
+  logp_BT, _, _ = token_stats(model, h_BTD, batch['tokens'], max_logits=max_logits)
   return losses.sft_loss(logp_BT, batch['target_mask'])
 
 
