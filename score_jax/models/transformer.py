@@ -192,18 +192,22 @@ MAX_LOGITS = 1 << 26
 
 
 def map_position_chunks(fn: Callable[..., Any], xs: tuple[jax.Array, ...], *,
-                        vocab_size: int, max_logits: int = MAX_LOGITS) -> Any:
+                        vocab_size: int, max_logits: int = MAX_LOGITS,
+                        remat: bool = False) -> Any:
   """fn over slices of positions of the (B, T, ...) arrays xs, joined back along T.
 
   Each slice holds as many positions as keep B x positions x vocab_size under
   max_logits (static), so fn may build that slice's logits; fn maps arrays of
   shape (B, C, ...) to a pytree of (B, C) arrays. One slice means one plain call.
+  remat: with several slices, recompute each in the backward pass instead of
+  saving its logits (with one slice they fit the budget and are kept).
   """
   b, t = xs[0].shape[:2]
   chunk = max(1, max_logits // (b * vocab_size))
   if t <= chunk:
     return fn(*xs)
   n = -(-t // chunk)
+  fn = jax.checkpoint(fn) if remat else fn
 
   def split(x):  # (B, T, ...) -> (N, B, C, ...), padded at the end of T
     x = jnp.pad(x, [(0, 0), (0, n * chunk - t)] + [(0, 0)] * (x.ndim - 2))

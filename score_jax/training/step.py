@@ -50,8 +50,8 @@ def token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
   """Per token t, scored from position t-1 (0 at t = 0): log pi, and with a
   reference also log pi_ref and, if exact_kl, KL(pi || pi_ref) over the vocabulary.
 
-  The logits come a slice of positions at a time (map_position_chunks) and each
-  slice is rematerialised in the backward pass, so neither pass holds B x T x V.
+  The logits come a slice of positions at a time (map_position_chunks), each
+  slice rematerialised in the backward pass, so neither pass holds B x T x V.
   Returns (logp_BT, ref_logp_BT | None, kl_BT | None).
   """
   with_ref = ref_model is not None
@@ -67,8 +67,8 @@ def token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
     return out
 
   xs = (h_BTD[:, :-1], tokens_BT[:, 1:]) + ((ref_h_BTD[:, :-1],) if with_ref else ())
-  out = map_position_chunks(jax.checkpoint(one), xs, vocab_size=model.cfg.vocab_size,
-                            max_logits=max_logits)
+  out = map_position_chunks(one, xs, vocab_size=model.cfg.vocab_size,
+                            max_logits=max_logits, remat=True)
   out = {k: jnp.pad(v, ((0, 0), (1, 0))) for k, v in out.items()}
   return out['logp'], out.get('ref_logp'), out.get('kl')
 
