@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
-from score_jax.models.transformer import KVCache, init_cache, next_token_logprobs
+from score_jax.models.transformer import (MAX_LOGITS, KVCache, init_cache,
+                                          next_token_logprobs)
 from score_jax.sampling import rules
 
 
@@ -58,7 +59,8 @@ def init_state(graphdef: nnx.GraphDef, params: nnx.State, batch_size: int,
 
 def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
            tokens_BT: jax.Array, mask_BT: jax.Array, start: jax.Array | int,
-           merge_first: bool = False, fresh: bool = False) -> DecodeState:
+           merge_first: bool = False, fresh: bool = False,
+           max_logits: int = MAX_LOGITS) -> DecodeState:
   """Writes T tokens at slots [start, start+T) in one forward (prefill or one step).
 
   mask_BT says which of them are real; any pattern is allowed. Each new token's
@@ -67,7 +69,8 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   gets 0, and the empty state's constant logits are never folded by XLA).
   merge_first (static): the first token closes the previous turn (e.g.
   <end_of_turn>); drop it where the row's last token already equals it (the turn
-  stopped on it), keep it elsewhere.
+  stopped on it), keep it elsewhere. max_logits (static): logits budget of one
+  slice of positions (models.transformer.map_position_chunks).
   """
   b, t = tokens_BT.shape
   s = state.num_slots
@@ -97,7 +100,7 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   rows_B1 = jnp.arange(b)[:, None]
   if t > 1:
     target_BT = tokens_BT[rows_B1, jnp.minimum(next_BT, t - 1)]
-    source_lp_BT = next_token_logprobs(model, h_BTD, target_BT)
+    source_lp_BT = next_token_logprobs(model, h_BTD, target_BT, max_logits)
     in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
   else:  # a decode step: its one token is scored from state.logits_BV below
     in_chunk_BT = jnp.zeros((b, t), jnp.float32)

@@ -1,0 +1,119 @@
+"""Compiled scratch memory of the sampler's prefill and a Stage II step: sliced vs whole logits.
+
+  python launch/bench_memory.py --out=runs/bench_memory.json
+
+For each preset in --presets this compiles (on abstract inputs, nothing is
+materialised) the two programs whose logits grow as B x T x V:
+- the sampler's prefill of --prefill_batch rows of --prefill_len tokens;
+- a Stage II train step (exact KL, loss + grads + SGD update) over
+  --step_batch packed traces of --step_len tokens, with --remat.
+Each is compiled twice: with the default logits budget (MAX_LOGITS float32
+elements per slice of positions) and with an unbounded one (one slice: every
+position's logits at once, the way a plain forward computes them). It prints
+XLA's memory_analysis() scratch ("temp") bytes of both and their ratio.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:  # run as `python launch/bench_memory.py` from anywhere
+  sys.path.insert(0, _REPO)
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
+from flax import nnx  # pylint: disable=g-import-not-at-top
+
+from score_jax import losses  # pylint: disable=g-import-not-at-top
+from score_jax.models import Transformer, get_preset  # pylint: disable=g-import-not-at-top
+from score_jax.models.transformer import MAX_LOGITS  # pylint: disable=g-import-not-at-top
+from score_jax.sampling import decode  # pylint: disable=g-import-not-at-top
+from score_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+
+PRESETS = flags.DEFINE_list('presets', ['gemma3_270m', 'gemma3_1b'], 'Model presets.')
+PREFILL_BATCH = flags.DEFINE_integer('prefill_batch', 32, 'Rows of the prefill.')
+PREFILL_LEN = flags.DEFINE_integer('prefill_len', 512, 'Prompt tokens of the prefill.')
+STEP_BATCH = flags.DEFINE_integer('step_batch', 8, 'Packed traces per train step.')
+STEP_LEN = flags.DEFINE_integer('step_len', 1024, 'Tokens per packed trace.')
+REMAT = flags.DEFINE_string('remat', 'full', "The model's remat policy in the train step.")
+OUT = flags.DEFINE_string('out', None, 'Write the results here as JSON.')
+
+UNBOUNDED = 1 << 62
+
+
+def _gib(compiled) -> float:
+  return compiled.memory_analysis().temp_size_in_bytes / 2**30
+
+
+def prefill_temp(cfg, max_logits: int) -> float:
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+  b, t = PREFILL_BATCH.value, PREFILL_LEN.value
+
+  def prefill(params, tokens_BT, mask_BT):
+    state = decode.init_state(graphdef, params, b, t)
+    return decode.extend(graphdef, params, state, tokens_BT, mask_BT, 0, fresh=True,
+                         max_logits=max_logits)
+
+  return _gib(jax.jit(prefill).lower(params, jax.ShapeDtypeStruct((b, t), jnp.int32),
+                                     jax.ShapeDtypeStruct((b, t), jnp.bool_)).compile())
+
+
+def step_temp(cfg, max_logits: int) -> float:
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+  b, t = STEP_BATCH.value, STEP_LEN.value
+  tx = optax.sgd(0.1)
+  loss = functools.partial(step_lib.score_loss, graphdef=graphdef, stage='stage2',
+                           loss_cfg=losses.LossConfig(kl_estimator='exact'),
+                           max_logits=max_logits)
+
+  def step(params, ref_params, batch):
+    grads, _ = jax.grad(loss, has_aux=True)(params, ref_params, batch)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+  batch = {'tokens': jax.ShapeDtypeStruct((b, t), jnp.int32),
+           **{k: jax.ShapeDtypeStruct((b, t), jnp.bool_) for k in ('valid', 'y1_mask', 'y2_mask')},
+           **{k: jax.ShapeDtypeStruct((b,), jnp.float32) for k in ('r1', 'r2')}}
+  return _gib(jax.jit(step).lower(params, params, batch).compile())
+
+
+def main(argv):
+  del argv
+  rows = []
+  for name in PRESETS.value:
+    cfg = get_preset(name)
+    for program, fn, shape, c in (
+        ('prefill', prefill_temp, (PREFILL_BATCH.value, PREFILL_LEN.value), cfg),
+        ('stage2 step', step_temp, (STEP_BATCH.value, STEP_LEN.value),
+         cfg.replace(remat=REMAT.value))):
+      whole_gib = shape[0] * shape[1] * cfg.vocab_size * 4 / 2**30
+      sliced, unsliced = fn(c, MAX_LOGITS), fn(c, UNBOUNDED)
+      rows.append({'preset': name, 'program': program, 'B': shape[0], 'T': shape[1],
+                   'vocab': cfg.vocab_size, 'one_copy_of_logits_gib': whole_gib,
+                   'temp_gib_sliced': sliced, 'temp_gib_unsliced': unsliced,
+                   'ratio': unsliced / sliced})
+      print(f'{name} {program}: scratch {unsliced:.2f} GiB -> {sliced:.2f} GiB '
+            f'({unsliced / sliced:.1f}x less)', flush=True)
+  print('\n| preset | program | B x T | vocab | one copy of logits GiB | scratch GiB, '
+        'whole logits | scratch GiB, sliced | ratio |\n|---|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['preset']} | {r['program']} | {r['B']} x {r['T']} | {r['vocab']} | "
+          f"{r['one_copy_of_logits_gib']:.1f} | {r['temp_gib_unsliced']:.2f} | "
+          f"{r['temp_gib_sliced']:.2f} | {r['ratio']:.1f}x |")
+  if OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(OUT.value)), exist_ok=True)
+    with open(OUT.value, 'w') as f:
+      json.dump({'backend': jax.default_backend(), 'remat': REMAT.value, 'rows': rows}, f,
+                indent=1)
+    print(f'\nwritten: {OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)
