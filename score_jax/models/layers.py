@@ -139,11 +139,13 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
                cache_kv=None, cache_index=None):
-    """Returns (out_BTD, (k_BSKH, v_BSKH)): the keys/values attended over.
+    """Returns (out_BTD, (k_BTKH, v_BTKH)): the new tokens' keys and values.
 
     mask_BTS: which key slots each query may see (causal, padding and, for local
-    layers, the sliding window already folded in by the caller). With a cache,
-    the new keys/values are written at slots [cache_index, cache_index + T).
+    layers, the sliding window already folded in by the caller). With a cache
+    (this layer's (k_BSKH, v_BSKH)), queries attend over it with the new keys and
+    values at slots [cache_index, cache_index + T); the caller stores them there
+    (Transformer writes every layer's at once, so no layer re-emits its cache).
     """
     cfg = self.cfg
     q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD)
@@ -158,9 +160,10 @@ class Attention(nnx.Module):
       k_BSKH, v_BSKH = k_BTKH, v_BTKH
     else:
       ck_BSKH, cv_BSKH = cache_kv
+      k_BTKH, v_BTKH = k_BTKH.astype(ck_BSKH.dtype), v_BTKH.astype(cv_BSKH.dtype)
       start = (0, cache_index, 0, 0)
-      k_BSKH = jax.lax.dynamic_update_slice(ck_BSKH, k_BTKH.astype(ck_BSKH.dtype), start)
-      v_BSKH = jax.lax.dynamic_update_slice(cv_BSKH, v_BTKH.astype(cv_BSKH.dtype), start)
+      k_BSKH = jax.lax.dynamic_update_slice(ck_BSKH, k_BTKH, start)
+      v_BSKH = jax.lax.dynamic_update_slice(cv_BSKH, v_BTKH, start)
 
     b, t, n, h = q_BTNH.shape
     kh = cfg.num_kv_heads
@@ -176,7 +179,7 @@ class Attention(nnx.Module):
     enc_BTNH = enc_BTKGH.reshape(b, t, n, h)
     out_BTD = jnp.einsum('BTNH,NHD->BTD', enc_BTNH,
                          self.attn_vec_einsum.w[...].astype(x_BTD.dtype))
-    return out_BTD, (k_BSKH, v_BSKH)
+    return out_BTD, (k_BTKH, v_BTKH)
 
 
 class FeedForward(nnx.Module):

@@ -168,7 +168,8 @@ class Transformer(nnx.Module):
       scale = jnp.where(is_local, 1.0, cfg.rope_scale_global)
       x_BTD, new_kv = block(x_BTD, positions_BT, mask_BTS, base, scale, kv, cache_index)
       x_BTD = constrain(x_BTD)
-      # Without a cache, emit nothing per layer: training must not stack L copies of K/V.
+      # Emit only the new tokens' K/V (nothing without a cache): stacking each
+      # layer's whole cache would copy all L x S slots at every decode step.
       return x_BTD, (new_kv if kv is not None else None)
 
     policy = REMAT_POLICIES[cfg.remat]
@@ -181,7 +182,11 @@ class Transformer(nnx.Module):
 
     new_cache = None
     if cache is not None:
-      new_cache = KVCache(k_LBSKH=kv_out[0], v_LBSKH=kv_out[1], pos_BS=key_pos_BS)
+      start = (0, 0, cache_index, 0, 0)
+      new_cache = KVCache(
+          k_LBSKH=jax.lax.dynamic_update_slice(cache.k_LBSKH, kv_out[0], start),
+          v_LBSKH=jax.lax.dynamic_update_slice(cache.v_LBSKH, kv_out[1], start),
+          pos_BS=key_pos_BS)
     return self.final_norm(x_BTD), new_cache
 
 
