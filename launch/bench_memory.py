@@ -11,6 +11,8 @@ Each is compiled twice: with the default logits budget (MAX_LOGITS float32
 elements per slice of positions) and with an unbounded one (one slice: every
 position's logits at once, the way a plain forward computes them). It prints
 XLA's memory_analysis() scratch ("temp") bytes of both and their ratio.
+It also prints one cached decode step (--prefill_batch rows, --decode_slots
+cache slots, cache donated): its scratch and XLA's cost-analysis bytes accessed.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from score_jax.training import step as step_lib  # pylint: disable=g-import-not-
 PRESETS = flags.DEFINE_list('presets', ['gemma3_270m', 'gemma3_1b'], 'Model presets.')
 PREFILL_BATCH = flags.DEFINE_integer('prefill_batch', 32, 'Rows of the prefill.')
 PREFILL_LEN = flags.DEFINE_integer('prefill_len', 512, 'Prompt tokens of the prefill.')
+DECODE_SLOTS = flags.DEFINE_integer('decode_slots', 2048, 'KV cache slots of the decode step.')
 STEP_BATCH = flags.DEFINE_integer('step_batch', 8, 'Packed traces per train step.')
 STEP_LEN = flags.DEFINE_integer('step_len', 1024, 'Tokens per packed trace.')
 REMAT = flags.DEFINE_string('remat', 'full', "The model's remat policy in the train step.")
@@ -84,6 +87,24 @@ def step_temp(cfg, max_logits: int) -> float:
   return _gib(jax.jit(step).lower(params, params, batch).compile())
 
 
+def decode_step(cfg) -> dict:
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+  b, s = PREFILL_BATCH.value, DECODE_SLOTS.value
+  state = jax.eval_shape(lambda p: decode.init_state(graphdef, p, b, s), params)
+
+  def step(params, state, tokens_B1, mask_B1):
+    return decode.extend(graphdef, params, state, tokens_B1, mask_B1, s // 2)
+
+  compiled = jax.jit(step, donate_argnums=1).lower(
+      params, state, jax.ShapeDtypeStruct((b, 1), jnp.int32),
+      jax.ShapeDtypeStruct((b, 1), jnp.bool_)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  cache = jax.tree.leaves(state.cache)
+  return {'B': b, 'slots': s, 'cache_gib': sum(x.size * x.dtype.itemsize for x in cache) / 2**30,
+          'temp_gib': _gib(compiled), 'bytes_accessed_gib': cost.get('bytes accessed', 0) / 2**30}
+
+
 def main(argv):
   del argv
   rows = []
@@ -107,11 +128,19 @@ def main(argv):
     print(f"| {r['preset']} | {r['program']} | {r['B']} x {r['T']} | {r['vocab']} | "
           f"{r['one_copy_of_logits_gib']:.1f} | {r['temp_gib_unsliced']:.2f} | "
           f"{r['temp_gib_sliced']:.2f} | {r['ratio']:.1f}x |")
+  decode_rows = []
+  print('\n| preset | decode step B x slots | KV cache GiB | scratch GiB | bytes accessed GiB |'
+        '\n|---|---|---|---|---|')
+  for name in PRESETS.value:
+    r = dict(preset=name, **decode_step(get_preset(name)))
+    decode_rows.append(r)
+    print(f"| {name} | {r['B']} x {r['slots']} | {r['cache_gib']:.2f} | {r['temp_gib']:.3f} | "
+          f"{r['bytes_accessed_gib']:.2f} |")
   if OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(OUT.value)), exist_ok=True)
     with open(OUT.value, 'w') as f:
-      json.dump({'backend': jax.default_backend(), 'remat': REMAT.value, 'rows': rows}, f,
-                indent=1)
+      json.dump({'backend': jax.default_backend(), 'remat': REMAT.value, 'rows': rows,
+                 'decode_step': decode_rows}, f, indent=1)
     print(f'\nwritten: {OUT.value}')
 
 
