@@ -50,8 +50,9 @@ def token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
   """Per token t, scored from position t-1 (0 at t = 0): log pi, and with a
   reference also log pi_ref and, if exact_kl, KL(pi || pi_ref) over the vocabulary.
 
-  The logits come a slice of positions at a time (map_position_chunks), each
-  slice rematerialised in the backward pass, so neither pass holds B x T x V.
+  The logits come a slice of positions at a time (map_position_chunks; with
+  several slices each is recomputed in the backward pass), so neither pass holds
+  more than the budget of B x T x V.
   Returns (logp_BT, ref_logp_BT | None, kl_BT | None).
   """
   with_ref = ref_model is not None
