@@ -59,11 +59,7 @@ def prefill_temp(cfg, max_logits: int) -> float:
   graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
   b, t = PREFILL_BATCH.value, PREFILL_LEN.value
 
-  def prefill(params, tokens_BT, mask_BT):
-    state = decode.init_state(graphdef, params, b, t)
-    return decode.extend(graphdef, params, state, tokens_BT, mask_BT, 0, fresh=True,
-                         max_logits=max_logits)
-
+  prefill = functools.partial(decode.prefill, graphdef, num_slots=t, max_logits=max_logits)
   return _gib(jax.jit(prefill).lower(params, jax.ShapeDtypeStruct((b, t), jnp.int32),
                                      jax.ShapeDtypeStruct((b, t), jnp.bool_)).compile())
 

@@ -95,10 +95,11 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   idx_BT = jnp.where(mask_BT, pos_T[None, :], -1)
   last_upto_BT = jax.lax.cummax(idx_BT, axis=1)          # last valid index <= j
   prev_BT = jnp.pad(last_upto_BT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
-  first_from_BT = jax.lax.cummin(jnp.where(mask_BT, pos_T[None, :], t), axis=1, reverse=True)
-  next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
   rows_B1 = jnp.arange(b)[:, None]
   if t > 1:
+    first_from_BT = jax.lax.cummin(jnp.where(mask_BT, pos_T[None, :], t), axis=1,
+                                   reverse=True)
+    next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
     target_BT = tokens_BT[rows_B1, jnp.minimum(next_BT, t - 1)]
     source_lp_BT = next_token_logprobs(model, h_BTD, target_BT, max_logits)
     in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
@@ -130,10 +131,12 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
 
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, tokens_BT: jax.Array,
-            mask_BT: jax.Array, num_slots: int) -> DecodeState:
+            mask_BT: jax.Array, num_slots: int,
+            max_logits: int = MAX_LOGITS) -> DecodeState:
   """A fresh state of num_slots (static) slots with tokens_BT written at slot 0."""
   state = init_state(graphdef, params, tokens_BT.shape[0], num_slots)
-  return extend(graphdef, params, state, tokens_BT, mask_BT, 0, fresh=True)
+  return extend(graphdef, params, state, tokens_BT, mask_BT, 0, fresh=True,
+                max_logits=max_logits)
 
 
 def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,

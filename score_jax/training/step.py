@@ -83,7 +83,7 @@ def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConf
                                          activation_sharding)
   exact = loss_cfg.kl_estimator == 'exact'
   logp_BT, ref_logp_BT, kl_BT = token_stats(
-      model, h_BTD, tokens, ref_model, jax.lax.stop_gradient(ref_h_BTD), exact_kl=exact,
+      model, h_BTD, tokens, ref_model, ref_h_BTD, exact_kl=exact,
       max_logits=max_logits)
   if not exact:
     kl_BT = losses.kl_sampled(logp_BT, ref_logp_BT, loss_cfg.kl_estimator)
