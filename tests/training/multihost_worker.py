@@ -25,12 +25,12 @@ import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from score_jax.config import base_config
 from score_jax.data import synthetic
 from score_jax.data.pipeline import PromptPipeline
 from score_jax.training import sharding as sh
 from score_jax.training.experiment import Experiment, Rollout
 from score_jax.training.trainer import train_score
+from tests.training.tiny_config import tiny_config
 
 NUM_WORKERS = 2
 STRATEGY = 'fsdp_tp'   # mesh (1, 4, 2): fsdp spans the two processes, tensor within one
@@ -38,27 +38,17 @@ SCHEDULE = (('stage1', 2), ('stage2', 1))
 
 
 def config(workdir):
-  c = base_config()
-  c.workdir = str(workdir)
-  c.model.preset = 'gemma3_tiny'
-  c.model.overrides.num_layers = 2
-  c.model.overrides.sliding_window = 64
-  c.tokenizer.vocab_size = 48
-  c.task.fields.digits = 1
+  c = tiny_config(workdir)        # one bucket: every process's prompts share a width
   c.task.fields.num_train = 36     # + num_test <= the 55 distinct 1-digit additions
   c.task.fields.num_test = 16
-  c.data.batch_size = 2           # prompts per process per step
-  c.data.buckets = (16,)          # one bucket: every process's prompts share a width
-  c.sampling.max_y1_tokens = 3
-  c.sampling.max_y2_tokens = 3
-  c.train.samples_per_prompt = 4  # 8 rows per process, 16 in the global batch
+  c.data.batch_size = 2           # prompts per process per step; x 4 samples = 8 rows,
+                                  # 16 in the global batch
   c.train.schedule = SCHEDULE
-  c.train.log_every = 1
   c.optim.learning_rate = 1e-2
   # Adam divides by sqrt(v) + eps: a large eps keeps near-zero gradient entries'
   # updates ~ linear in the gradient, so reduction-order noise is not amplified.
   c.optim.eps = 1e-3
-  c.checkpoint.every = 100        # saves only where a call stops
+  # checkpoint.every = 100 (tiny_config): saves only where a call stops.
   # Asynchronous, as configs default to: the 'latest' and 'best' managers save the
   # same step, which needs distinct barrier keys across processes (checkpoint.py).
   c.checkpoint.async_save = True

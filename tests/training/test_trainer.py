@@ -9,31 +9,19 @@ import jax
 import numpy as np
 import pytest
 
-from score_jax.config import base_config
 from score_jax.data import synthetic
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import stage_at, train_score
+from tests.training.tiny_config import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(workdir, **train):
-  c = base_config()
-  c.workdir = str(workdir)
-  c.model.preset = 'gemma3_tiny'
-  c.model.overrides.num_layers = 2
-  c.model.overrides.sliding_window = 64
-  c.tokenizer.vocab_size = 48
-  c.task.fields.digits = 1
+  c = tiny_config(workdir)
   c.task.fields.num_train = 40
   c.task.fields.num_test = 15
   c.data.batch_size = 4
-  c.data.buckets = (16,)
-  c.sampling.max_y1_tokens = 3
-  c.sampling.max_y2_tokens = 3
-  c.train.samples_per_prompt = 4
-  c.train.log_every = 1
-  c.checkpoint.every = 100
   c.checkpoint.async_save = False
   c.eval.num_problems = 15
   c.eval.batch_size = 16
