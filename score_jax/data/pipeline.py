@@ -1,7 +1,8 @@
 """Grain pipelines of first-turn prompts: shard, shuffle, tokenise, batch.
 
 Each batch is a dict of numpy arrays:
-  prompt_ids:  int32[B, P]  chat-formatted prompt, RIGHT-padded with pad_id;
+  prompt_ids:  int32[B, P]  the prompt in the task's format (chat or few-shot),
+                            RIGHT-padded with pad_id;
   prompt_mask: bool[B, P]   True on real tokens;
   index:       int32[B]     `example.index` (the host looks the example up to
                             compute rewards); -1 marks a padding row.
@@ -24,6 +25,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from score_jax.data import prompt_format as prompt_format_lib
 from score_jax.data import tasks
 from score_jax.data import tokenizer as tokenizer_lib
 
@@ -47,16 +49,17 @@ def tokenize_prompts(
     tokenizer: tokenizer_lib.Tokenizer, max_length: int,
     overlong: str = 'drop'
 ) -> tuple[list[tuple[int, np.ndarray]], PromptStats]:
-  """Chat-formatted prompt ids of every example, over-long ones handled.
+  """Prompt ids of every example in the task's format, over-long ones handled.
 
   Args:
     examples: the task's examples (each with an `index`).
     task: gives the first-turn user text.
-    tokenizer: applies the Gemma chat layout.
+    tokenizer: encodes the prompt format's text.
     max_length: the largest allowed prompt length (the largest bucket).
-    overlong: 'drop' skips longer prompts; 'truncate' keeps the chat header,
-      the footer and the END of the user text (where the MBPP task and the
-      MATH question sit), cutting from the body's start.
+    overlong: 'drop' skips longer prompts; 'truncate' keeps the format's
+      header and footer (chat markers, few-shot shots) and the END of the
+      question (where the MBPP task and the MATH question sit), cutting from
+      the question's start.
 
   Returns:
     [(example.index, int32 ids)] in the order of `examples`, and the counts.
@@ -64,19 +67,20 @@ def tokenize_prompts(
   if overlong not in _OVERLONG_MODES:
     raise ValueError(f"pipeline field 'overlong' is {overlong!r}; expected "
                      f'one of {_OVERLONG_MODES}')
+  fmt = prompt_format_lib.for_task(task)
   items, dropped, truncated = [], 0, 0
   for example in examples:
     text = task.first_turn_prompt(example)
-    ids = tokenizer.chat_prompt_ids(text)
+    ids = fmt.prompt_ids(tokenizer, text)
     if len(ids) > max_length:
       if overlong == 'drop':
         dropped += 1
         continue
-      header, body, footer = tokenizer.chat_prompt_parts(text)
+      header, body, footer = fmt.prompt_parts(tokenizer, text)
       keep = max_length - len(header) - len(footer)
       if keep <= 0:
         raise ValueError(
-            f'{task.name} example {example.index}: the chat header and footer '
+            f'{task.name} example {example.index}: the prompt header and footer '
             f'alone take {len(header) + len(footer)} tokens; expected fewer '
             f'than the largest bucket, {max_length}')
       ids = header + body[len(body) - keep:] + footer
@@ -155,8 +159,8 @@ class PromptPipeline:
 
     Args:
       examples: the task's examples, each with an `index`.
-      task: formats prompts.
-      tokenizer: tokenises with the Gemma chat layout.
+      task: formats prompts (its prompt_format).
+      tokenizer: tokenises them.
       batch_size: rows per batch on this process (fixed).
       buckets: increasing prompt lengths to pad to; the last is the maximum.
       seed: the shuffle seed (the same on every process).

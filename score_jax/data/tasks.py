@@ -16,6 +16,7 @@ import numpy as np
 
 # name -> (module, class); imported lazily so `tasks` has no heavy imports.
 _REGISTRY = {
+    'arithmetic': ('score_jax.data.arithmetic', 'ArithmeticTask'),
     'math': ('score_jax.data.math', 'MathTask'),
     'mbpp': ('score_jax.data.code', 'MBPPTask'),
     'humaneval': ('score_jax.data.code', 'HumanEvalTask'),
@@ -35,6 +36,9 @@ class Task(abc.ABC):
 
   name: str
   correction_instruction: str
+  # 'chat' (Gemma's chat layout) or 'fewshot' (plain text for base models; the
+  # task then defines few_shot_format()). See score_jax.data.prompt_format.
+  prompt_format: str = 'chat'
 
   @abc.abstractmethod
   def load_examples(self, split: str) -> list[Any]:
@@ -42,7 +46,7 @@ class Task(abc.ABC):
 
   @abc.abstractmethod
   def first_turn_prompt(self, example: Any) -> str:
-    """The user text of the first turn (before the chat layout is applied)."""
+    """The question of the first turn (before the prompt format is applied)."""
 
   @abc.abstractmethod
   def extract_answer(self, text: str) -> str | None:

@@ -111,6 +111,13 @@ class Tokenizer:
   def id_to_piece(self, token_id: int) -> str:
     return self._sp.IdToPiece(int(token_id))
 
+  def ids_starting_with(self, text: str) -> list[int]:
+    """Ids of every piece whose text starts with `text` (e.g. all newline runs)."""
+    want = text.replace(' ', '\u2581')   # SentencePiece writes spaces as U+2581
+    pieces = self._sp.IdToPiece(list(range(self.vocab_size)))
+    return [i for i, p in enumerate(pieces)
+            if p.startswith(want) and not self._sp.IsControl(i)]
+
   def chat_prompt_ids(self, user_text: str) -> list[int]:
     """The first-turn prompt in Gemma's chat layout.
 

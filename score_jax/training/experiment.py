@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 
 from score_jax import config as config_lib
 from score_jax import evaluation
+from score_jax.data import prompt_format as prompt_format_lib
 from score_jax.data import tasks as tasks_lib
 from score_jax.data.pipeline import PromptPipeline
 from score_jax.data.tokenizer import Tokenizer, train_sentencepiece
@@ -117,8 +118,10 @@ class Experiment:
     shape = tuple(cfg.mesh.shape) or None
     self.strategy = sh.get_strategy(cfg.mesh.strategy, shape)
     self.mesh = sh.make_mesh(self.strategy.mesh_shape)
-    self.chunk_ids = self.tokenizer.correction_chunk_ids(self.task.correction_instruction)
-    self.stop_ids = (self.tokenizer.eos_id, self.tokenizer.end_of_turn_id)
+    self.prompt_format = prompt_format_lib.for_task(self.task)
+    self.chunk_ids = self.prompt_format.chunk_ids(self.tokenizer,
+                                                  self.task.correction_instruction)
+    self.stop_ids = self.prompt_format.stop_ids(self.tokenizer)
     self._samplers: dict[float, Sampler] = {}
 
   # --------------------------------------------------------------------- model
@@ -202,7 +205,7 @@ class Experiment:
     r2 = np.zeros(len(index), np.float32)
     if rows.any():
       exs = [examples[i] for i in index[rows]]
-      dec = self.tokenizer.decode
+      dec = lambda ids: self.prompt_format.response_text(self.tokenizer.decode(ids))
       r1[rows] = self.task.rewards(exs, [dec(y) for y, ok in zip(y1, rows) if ok])
       r2[rows] = self.task.rewards(exs, [dec(y) for y, ok in zip(y2, rows) if ok])
     return Rollout(trace, r1, r2, y1, y2, rows, sample_s=t1 - t0,

@@ -20,7 +20,7 @@ def _concat_traces(parts: Sequence[trace_lib.CorrectionTrace]) -> trace_lib.Corr
 
 
 def _turn(exp: Experiment, text: str) -> list[int]:
-  return exp.tokenizer.encode(text) + [exp.tokenizer.end_of_turn_id]
+  return exp.tokenizer.encode(text) + exp.prompt_format.turn_end_ids(exp.tokenizer)
 
 
 def trace_length(exp: Experiment) -> int:
@@ -29,7 +29,7 @@ def trace_length(exp: Experiment) -> int:
 
 def pack(exp: Experiment, questions: Sequence[str], y1s: Sequence[list[int]],
          y2s: Sequence[list[int]] | None) -> trace_lib.CorrectionTrace:
-  prompts = [exp.tokenizer.chat_prompt_ids(q) for q in questions]
+  prompts = [exp.prompt_format.prompt_ids(exp.tokenizer, q) for q in questions]
   return trace_lib.pack_traces(prompts, y1s, exp.chunk_ids, y2s, exp.tokenizer.pad_id,
                                trace_length(exp), stop_ids=exp.stop_ids)
 
@@ -57,9 +57,9 @@ def star_data(r1: np.ndarray, r2: np.ndarray, y1s, y2s, questions, exp: Experime
   if keep_right_right:
     keep |= (r1 == 1) & (r2 == 1)
   idx = np.flatnonzero(keep)
-  eot = exp.tokenizer.end_of_turn_id
-  traces = pack(exp, [questions[i] for i in idx], [list(y1s[i]) + [eot] for i in idx],
-                [list(y2s[i]) + [eot] for i in idx])
+  eot = exp.prompt_format.turn_end_ids(exp.tokenizer)
+  traces = pack(exp, [questions[i] for i in idx], [list(y1s[i]) + eot for i in idx],
+                [list(y2s[i]) + eot for i in idx])
   return traces, np.asarray(traces.y2_mask_BT)
 
 
@@ -68,11 +68,11 @@ def pair_sft_data(answers_by_problem: dict[int, tuple[list[list[int]], list[list
   """Pair-SFT: a wrong and a right base-model answer of one problem as y1 -> y2; loss on y2."""
   rng = np.random.default_rng(seed)
   q, y1s, y2s = [], [], []
-  eot = exp.tokenizer.end_of_turn_id
+  eot = exp.prompt_format.turn_end_ids(exp.tokenizer)
   for i, (wrong, right) in sorted(answers_by_problem.items()):
     if wrong and right:
       q.append(questions[i])
-      y1s.append(list(wrong[rng.integers(len(wrong))]) + [eot])
-      y2s.append(list(right[rng.integers(len(right))]) + [eot])
+      y1s.append(list(wrong[rng.integers(len(wrong))]) + eot)
+      y2s.append(list(right[rng.integers(len(right))]) + eot)
   traces = pack(exp, q, y1s, y2s)
   return traces, np.asarray(traces.y2_mask_BT)
