@@ -1,4 +1,4 @@
-"""Gemma 1/2/3 model configurations and the named presets.
+"""Gemma 1/2/3/4 model configurations and the named presets.
 
 A preset carries the published dimensions of one open Gemma checkpoint; tiny
 presets of each generation exist for tests and the CPU demo. Everything the
@@ -50,6 +50,21 @@ class ModelConfig:
   dtype: str = 'float32'               # compute dtype of activations
   remat: str = 'none'                  # see transformer.REMAT_POLICIES
   scan_layers: bool = True             # False: unroll the layer loop (for comparison)
+  # Gemma 4 (architecture='gemma4', models/gemma4.py; ignored by the Gemma 1-3
+  # decoder). Global layers may have their own head_dim / kv heads, share k and v
+  # projections, and rotate only a fraction of the head dim ("proportional" RoPE).
+  architecture: str = 'gemma'          # 'gemma' (1/2/3) or 'gemma4'
+  global_head_dim: int | None = None   # None: head_dim
+  num_global_kv_heads: int | None = None   # None: num_kv_heads
+  attention_k_eq_v: bool = False       # global layers: value = key projection
+  rope_fraction_global: float = 1.0    # fraction of the head dim rotated on global layers
+  per_layer_input_dim: int = 0         # P of per-layer embeddings (PLE); 0: none
+  per_layer_vocab_size: int | None = None  # PLE table rows; None: vocab_size
+  num_kv_shared_layers: int = 0        # the last ones reuse K/V of earlier layers
+  use_double_wide_mlp: bool = False    # KV-shared layers' MLPs are 2 x hidden_dim
+  num_experts: int = 0                 # E of the MoE block beside the MLP; 0: none
+  num_experts_per_token: int = 0       # top-k routing
+  expert_hidden_dim: int = 0           # F of one expert
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -62,6 +77,12 @@ class ModelConfig:
       if getattr(self, field) not in ('float32', 'bfloat16', 'float16'):
         raise ValueError(f'{self.name}: {field}={getattr(self, field)!r}; expected '
                          "'float32', 'bfloat16' or 'float16'")
+
+    if self.architecture not in ('gemma', 'gemma4'):
+      raise ValueError(f"{self.name}: architecture={self.architecture!r}; expected "
+                       "'gemma' or 'gemma4'")
+    if self.architecture == 'gemma4':
+      _check_gemma4(self)
 
   @property
   def attention_types(self) -> tuple[AttentionType, ...]:
@@ -83,6 +104,31 @@ class ModelConfig:
 
   def replace(self, **kwargs: Any) -> ModelConfig:
     return dataclasses.replace(self, **kwargs)
+
+
+def _check_gemma4(cfg: ModelConfig) -> None:
+  """One clear error for a Gemma 4 field value the decoder cannot build."""
+  def bad(field, expect):
+    raise ValueError(f'{cfg.name}: {field}={getattr(cfg, field)!r}; expected {expect}')
+  kv_global = cfg.num_global_kv_heads or cfg.num_kv_heads
+  if cfg.num_heads % kv_global:
+    bad('num_global_kv_heads', f'a divisor of num_heads={cfg.num_heads}')
+  if not 0.0 <= cfg.rope_fraction_global <= 1.0:
+    bad('rope_fraction_global', 'a fraction in [0, 1]')
+  if not 0 <= cfg.num_kv_shared_layers < cfg.num_layers:
+    bad('num_kv_shared_layers', f'0 <= n < num_layers={cfg.num_layers}')
+  if cfg.num_kv_shared_layers:
+    first = cfg.num_layers - cfg.num_kv_shared_layers
+    if set(cfg.attention_types[first:]) - set(cfg.attention_types[:first]):
+      bad('num_kv_shared_layers', 'every shared layer type to also occur before the '
+          'shared layers (it reuses the K/V of the last such layer)')
+  if cfg.num_experts and not (0 < cfg.num_experts_per_token <= cfg.num_experts
+                              and cfg.expert_hidden_dim > 0):
+    bad('num_experts_per_token', f'1..num_experts={cfg.num_experts}, with '
+        'expert_hidden_dim > 0')
+  for field in ('attn_logits_softcap', 'query_pre_attn_scalar'):
+    if getattr(cfg, field) is not None:
+      bad(field, 'None (Gemma 4 scales queries by its qk-norm only)')
 
 
 _G, _L = AttentionType.GLOBAL, AttentionType.LOCAL_SLIDING

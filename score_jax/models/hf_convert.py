@@ -33,13 +33,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from score_jax.models import gemma4_convert
 from score_jax.models.config import AttentionType, ModelConfig
 
 _ROTARY_BUFFERS = ('rotary_emb.', 'embed_scale')
 
 
 def hf_model_type(cfg: ModelConfig) -> str:
-  """'gemma', 'gemma2' or 'gemma3_text': the HF architecture `cfg` maps onto."""
+  """'gemma', 'gemma2', 'gemma3_text' or 'gemma4_text': the HF architecture of `cfg`."""
+  if cfg.architecture == 'gemma4':
+    return 'gemma4_text'
   if cfg.use_qk_norm:
     kind = 'gemma3_text'
   elif cfg.use_post_attn_norm or cfg.use_post_ffw_norm:
@@ -72,6 +75,8 @@ def hf_config(cfg: ModelConfig, **overrides: Any):
   """The transformers config of the same model (overrides: e.g. attn_implementation)."""
   import transformers  # pylint: disable=g-import-not-at-top  (test/export-only dependency)
   kind = hf_model_type(cfg)
+  if kind == 'gemma4_text':
+    return gemma4_convert.hf_config(cfg, **overrides)
   layer_types = ['sliding_attention' if t == AttentionType.LOCAL_SLIDING
                  else 'full_attention' for t in cfg.attention_types]
   kw = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim,
@@ -145,6 +150,8 @@ def params_to_hf_state_dict(cfg: ModelConfig, state, prefix: str = 'model.'
   """HF-named numpy arrays (dtype kept) from our params: a Transformer, its
   nnx.State, or the pure dict of it. lm_head.weight is omitted (tied)."""
   p = jax.tree.map(_to_numpy, _pure(state))
+  if cfg.architecture == 'gemma4':
+    return gemma4_convert.params_to_hf_state_dict(cfg, p, prefix)
   lay, attn = p['layers'], p['layers']['attn']
   n, k, d, h = cfg.num_heads, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim
   if 'qkv_einsum' in attn:
@@ -182,17 +189,21 @@ def hf_state_dict_to_params(cfg: ModelConfig, sd: Mapping[str, Any],
                    cfg.hidden_dim)
   used = set()
 
-  def get(name, shape):
+  def get(name, shape=None):
     key = prefix + name
     if key not in sd:
       raise ValueError(f'hf_state_dict_to_params: key {key!r} missing for config '
-                       f'{cfg.name!r} (expected shape {shape})')
+                       f'{cfg.name!r}' + (f' (expected shape {shape})' if shape else ''))
     a = _to_numpy(sd[key])
-    if tuple(a.shape) != tuple(shape):
+    if shape is not None and tuple(a.shape) != tuple(shape):
       raise ValueError(f'hf_state_dict_to_params: {key!r} has shape {tuple(a.shape)}; '
                        f'expected {tuple(shape)} for config {cfg.name!r}')
     used.add(key)
     return a
+
+  if cfg.architecture == 'gemma4':
+    params = gemma4_convert.hf_state_dict_to_params(cfg, get)
+    return _check_and_cast(cfg, sd, prefix, params, used, strict)
 
   def per_layer(name, shape, fn=lambda a: a):
     return np.stack([fn(get(f'layers.{i}.{name}', shape)) for i in range(cfg.num_layers)])
@@ -220,19 +231,27 @@ def hf_state_dict_to_params(cfg: ModelConfig, sd: Mapping[str, Any],
     for part in parents:
       node = node.setdefault(part, {})
     node[leaf] = {'scale': per_layer(theirs + '.weight', (dim,))}
-  embed_VD = get('embed_tokens.weight', (cfg.vocab_size, d))
-  params = {'embedder': {'input_embedding': embed_VD},
+  params = {'embedder': {'input_embedding': get('embed_tokens.weight', (cfg.vocab_size, d))},
             'final_norm': {'scale': get('norm.weight', (d,))},
             'layers': layers}
+  return _check_and_cast(cfg, sd, prefix, params, used, strict)
 
+
+def _check_and_cast(cfg: ModelConfig, sd: Mapping[str, Any], prefix: str, params: dict,
+                    used: set[str], strict: bool) -> dict:
+  """Tied head, unknown keys (strict) and, for Gemma 4, shapes; then cast."""
+  embed_VD = params['embedder']['input_embedding']
   head = sd.get('lm_head.weight')
   if head is not None and not np.array_equal(_to_numpy(head), embed_VD):
     raise ValueError('hf_state_dict_to_params: lm_head.weight differs from '
                      'embed_tokens.weight; Gemma ties them and so do we')
   if strict:
     extra = [key for key in sd if key.startswith(prefix) and key not in used
-             and not any(b in key for b in _ROTARY_BUFFERS)]
+             and not any(b in key for b in _ROTARY_BUFFERS)
+             and not gemma4_convert.unused_hf_key(cfg, key[len(prefix):])]
     if extra:
       raise ValueError(f'hf_state_dict_to_params: unexpected keys for config {cfg.name!r}: '
                        f'{sorted(extra)[:8]}{" ..." if len(extra) > 8 else ""}')
+  if cfg.architecture == 'gemma4':
+    gemma4_convert.check_shapes(cfg, params)
   return jax.tree.map(lambda a: jnp.asarray(a, cfg.jnp_param_dtype), params)

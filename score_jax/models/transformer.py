@@ -42,6 +42,9 @@ class KVCache:
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) -> KVCache:
+  if cfg.architecture == 'gemma4':  # per-kind stacks (models/gemma4.py)
+    from score_jax.models import gemma4  # pylint: disable=g-import-not-at-top
+    return gemma4.init_cache(cfg, batch_size, num_slots, dtype)
   shape = (cfg.num_layers, batch_size, num_slots, cfg.num_kv_heads, cfg.head_dim)
   dtype = dtype or cfg.jnp_dtype
   return KVCache(k_LBSKH=jnp.zeros(shape, dtype), v_LBSKH=jnp.zeros(shape, dtype),
