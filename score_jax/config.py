@@ -1,7 +1,7 @@
 """The experiment config: one ml_collections ConfigDict, defaults here, overrides in configs/.
 
-Sections: model, tokenizer, task, data, sampling, loss, optim, train, checkpoint,
-mesh, eval. Every field can be overridden from the command line
+Sections: model, tokenizer, task, data, sampling, loss, dpo, optim, train,
+checkpoint, mesh, eval. Every field can be overridden from the command line
 (--config=configs/tiny.py --config.train.stage2_steps=50). Builders turn sections
 into the typed objects the library uses and fail with a message naming the field.
 """
@@ -13,11 +13,12 @@ from typing import Any
 
 import ml_collections
 
-from score_jax.losses import LossConfig
+from score_jax.losses import DPOConfig, LossConfig
 from score_jax.training.state import OptimConfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
+STAGES = ('stage1', 'stage2', 'dpo')   # what config.train.schedule may name
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -55,6 +56,11 @@ def base_config() -> ml_collections.ConfigDict:
   del c.loss['samples_per_prompt']  # one place for it: train.samples_per_prompt
   c.loss.beta2 = 0.1               # explicit 10 * beta1 (paper, MATH)
   c.loss.baseline = 'loo'
+  # The `dpo` stage: loss (DPOConfig), how pairs are scored (preference.scorers),
+  # and the judge's rubric (preference.judge.JudgeConfig).
+  c.dpo = ml_collections.ConfigDict(dataclasses.asdict(DPOConfig()))
+  c.dpo.scorer = 'oracle'
+  c.dpo.judge = _judge_defaults()
   c.optim = ml_collections.ConfigDict(dataclasses.asdict(OptimConfig()))
   c.optim.grad_clip_norm = 1.0
 
@@ -88,6 +94,11 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def _judge_defaults() -> ml_collections.ConfigDict:
+  from score_jax.preference.judge import JudgeConfig  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dataclasses.asdict(JudgeConfig()))
+
+
 def _dataclass_from(section, cls, name: str):
   fields = {f.name for f in dataclasses.fields(cls)}
   values = dict(section.items()) if hasattr(section, 'items') else dict(section)
@@ -107,6 +118,16 @@ def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
   return _dataclass_from(values, LossConfig, 'loss')
 
 
+def dpo_config(c: ml_collections.ConfigDict) -> DPOConfig:
+  values = {k: v for k, v in c.dpo.items() if k not in ('scorer', 'judge')}
+  return _dataclass_from(values, DPOConfig, 'dpo')
+
+
+def judge_config(c: ml_collections.ConfigDict):
+  from score_jax.preference.judge import JudgeConfig  # pylint: disable=g-import-not-at-top
+  return _dataclass_from(c.dpo.judge, JudgeConfig, 'dpo.judge')
+
+
 def optim_config(c: ml_collections.ConfigDict) -> OptimConfig:
   values = dict(c.optim.items())
   values['total_steps'] = sum(int(n) for s, n in c.train.schedule if s != 'sft')
@@ -116,9 +137,9 @@ def optim_config(c: ml_collections.ConfigDict) -> OptimConfig:
 def schedule(c: ml_collections.ConfigDict) -> list[tuple[str, int]]:
   out = []
   for i, item in enumerate(c.train.schedule):
-    if len(item) != 2 or item[0] not in ('stage1', 'stage2') or int(item[1]) < 0:
+    if len(item) != 2 or item[0] not in STAGES or int(item[1]) < 0:
       raise ValueError(f'config.train.schedule[{i}] = {item!r}; expected '
-                       "('stage1' | 'stage2', steps >= 0)")
+                       "('stage1' | 'stage2' | 'dpo', steps >= 0)")
     out.append((str(item[0]), int(item[1])))
   return out
 

@@ -225,3 +225,64 @@ def sft_loss(logp_BT: jax.Array, target_mask_BT: jax.Array):
   n = jnp.maximum(jnp.sum(target_mask_BT), 1)
   nll = -jnp.sum(jnp.where(target_mask_BT, logp_BT, 0.0)) / n
   return nll, {'loss': nll, 'sft/nll': nll, 'sft/tokens': n.astype(jnp.float32)}
+
+
+# ----------------------------------------------------------------------------- DPO
+
+DPO_LOSS_TYPES = ('sigmoid', 'ipo')
+
+
+def dpo_loss(policy_chosen_B: jax.Array, policy_rejected_B: jax.Array,
+             ref_chosen_B: jax.Array, ref_rejected_B: jax.Array, beta: float, *,
+             label_smoothing: float = 0.0, loss_type: str = 'sigmoid',
+             weights_B: jax.Array | None = None):
+  """Direct Preference Optimization (Rafailov et al. 2023) on sequence log-probs.
+
+  h = (log pi(c) - log ref(c)) - (log pi(r) - log ref(r)). 'sigmoid' (DPO, with
+  the conservative label smoothing eps of cDPO):
+    -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h);
+  'ipo' (Azar et al. 2023): (h - 1 / (2 beta))^2. beta multiplies h once (a
+  peer implementation scales h by beta and then again inside the sigmoid).
+  weights_B (optional, >= 0): a weighted mean over pairs; weight 0 drops a pair
+  (e.g. a prompt whose samples all scored the same).
+  Returns (loss, metrics): reward accuracy, chosen / rejected implicit rewards
+  beta * (log pi - log ref), and their margin.
+  """
+  if loss_type not in DPO_LOSS_TYPES:
+    raise ValueError(f'dpo loss_type {loss_type!r}; expected one of {DPO_LOSS_TYPES}')
+  f32 = lambda x: x.astype(jnp.float32)
+  chosen_logratio_B = f32(policy_chosen_B) - jax.lax.stop_gradient(f32(ref_chosen_B))
+  rejected_logratio_B = f32(policy_rejected_B) - jax.lax.stop_gradient(f32(ref_rejected_B))
+  h_B = chosen_logratio_B - rejected_logratio_B
+  if loss_type == 'sigmoid':
+    per_pair_B = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * h_B)
+                  - label_smoothing * jax.nn.log_sigmoid(-beta * h_B))
+  else:
+    per_pair_B = (h_B - 1.0 / (2.0 * beta)) ** 2
+  w_B = jnp.ones_like(h_B) if weights_B is None else f32(weights_B)
+  mean = lambda x_B: jnp.sum(w_B * x_B) / jnp.maximum(jnp.sum(w_B), 1e-8)
+  loss = mean(per_pair_B)
+  chosen_B = jax.lax.stop_gradient(beta * chosen_logratio_B)
+  rejected_B = jax.lax.stop_gradient(beta * rejected_logratio_B)
+  metrics = {'loss': loss, 'dpo/reward_accuracy': mean((chosen_B > rejected_B).astype(jnp.float32)),
+             'dpo/chosen_reward': mean(chosen_B), 'dpo/rejected_reward': mean(rejected_B),
+             'dpo/margin': mean(chosen_B - rejected_B), 'dpo/pairs': jnp.sum(w_B)}
+  return loss, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOConfig:
+  """Hyperparameters of the `dpo` stage (config.dpo): see dpo_loss."""
+  beta: float = 0.1
+  label_smoothing: float = 0.0
+  loss_type: str = 'sigmoid'
+
+  def __post_init__(self):
+    if self.loss_type not in DPO_LOSS_TYPES:
+      raise ValueError(f'DPOConfig.loss_type={self.loss_type!r}; expected one of '
+                       f'{DPO_LOSS_TYPES}')
+    if self.beta <= 0:
+      raise ValueError(f'DPOConfig.beta={self.beta}; expected > 0')
+    if not 0.0 <= self.label_smoothing < 0.5:
+      raise ValueError(f'DPOConfig.label_smoothing={self.label_smoothing}; expected '
+                       'in [0, 0.5)')

@@ -4,6 +4,8 @@ A batch is a dict of arrays over packed, right-padded traces:
   tokens (B,T) int32, valid (B,T) bool, y1_mask / y2_mask (B,T) bool (the tokens
   each turn generated), r1 / r2 (B,) float32 rewards           -- SCoRe steps
   tokens, valid, target_mask (B,T) bool                          -- SFT steps
+  tokens, valid, response_mask (2P,T), weight (2P,) float32: P chosen rows then
+  their P rejected rows (score_jax.preference.data)             -- DPO steps
 The step functions are pure: (state, ref_params, batch) -> (state, metrics).
 `compile_step` jits them with explicit in/out shardings on a mesh, donating the
 state so parameters and optimizer moments update in place. An optional
@@ -26,7 +28,7 @@ from score_jax.models.transformer import MAX_LOGITS, causal_mask, map_position_c
 from score_jax.training import sharding as sh
 from score_jax.training.state import TrainState
 
-STAGES = ('stage1', 'stage2', 'sft')
+STAGES = ('stage1', 'stage2', 'sft', 'dpo')
 
 
 def forward_logits(graphdef: nnx.GraphDef, params: nnx.State, tokens_BT, valid_BT,
@@ -101,14 +103,35 @@ def sft_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
   return losses.sft_loss(logp_BT, batch['target_mask'])
 
 
+def dpo_step_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.DPOConfig,
+                  stage='dpo', activation_sharding=None, max_logits: int = MAX_LOGITS):
+  """DPO on sequence log-probs of the response tokens (chosen rows, then rejected)."""
+  del stage
+  tokens, valid = batch['tokens'], batch['valid']
+  model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
+  ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
+                                         activation_sharding)
+  logp_BT, ref_logp_BT, _ = token_stats(model, h_BTD, tokens, ref_model, ref_h_BTD,
+                                        max_logits=max_logits)
+  seq = lambda x_BT: jnp.sum(jnp.where(batch['response_mask'], x_BT, 0.0), axis=1)
+  logp_B, ref_logp_B = seq(logp_BT), seq(ref_logp_BT)
+  p = tokens.shape[0] // 2
+  return losses.dpo_loss(logp_B[:p], logp_B[p:], ref_logp_B[:p], ref_logp_B[p:],
+                         loss_cfg.beta, label_smoothing=loss_cfg.label_smoothing,
+                         loss_type=loss_cfg.loss_type, weights_B=batch['weight'][:p])
+
+
+_LOSS_FNS = {'sft': sft_loss, 'dpo': dpo_step_loss}
+
+
 def train_step(state: TrainState, ref_params: nnx.State, batch: dict, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-               loss_cfg: losses.LossConfig | None, stage: str,
+               loss_cfg: losses.LossConfig | losses.DPOConfig | None, stage: str,
                activation_sharding=None):
   """One optimizer update (or one accumulation micro-step under optax.MultiSteps)."""
   if stage not in STAGES:
     raise ValueError(f'stage {stage!r}; expected one of {STAGES}')
-  loss_fn = sft_loss if stage == 'sft' else score_loss
+  loss_fn = _LOSS_FNS.get(stage, score_loss)
   grad_fn = jax.value_and_grad(
       functools.partial(loss_fn, graphdef=graphdef, loss_cfg=loss_cfg, stage=stage,
                         activation_sharding=activation_sharding),

@@ -5,6 +5,8 @@ One SCoRe step, top to bottom (`train_score`):
   -> rewards on the host (task) -> one policy + one reference forward over
   [x, y1, p, y2] and the Stage I or II loss (jitted step) -> AdamW update
   -> metrics (JSONL, TensorBoard, progress bar) -> Orbax checkpoint on schedule.
+A `dpo` stage samples the same way, scores each prompt's k episodes
+(config.dpo.scorer) and takes a DPO step on the best vs the worst of them.
 The stage schedule is a list of (stage, steps) segments run in order; the
 checkpoint stores the global step, so a resumed run re-enters the right segment
 and the data iterator continues where it stopped.
@@ -21,6 +23,7 @@ from absl import logging
 from flax import nnx
 
 from score_jax import config as config_lib
+from score_jax.preference import online as online_lib
 from score_jax.sampling import trace as trace_lib
 from score_jax.training import sharding as sh
 from score_jax.training import state as state_lib
@@ -92,6 +95,8 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
   shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
   state = state_lib.init_train_state(params, tx, jax.random.key(seed), shardings)
   ref_params = jax.device_put(ref_params, shardings.params)
+  pairs = online_lib.OnlinePairs(exp, ref_params) if any(
+      s == 'dpo' for s, _ in schedule) else None
 
   examples = exp.task.load_examples('train')
   pipeline = exp.pipeline(examples, cfg.data.batch_size, seed=seed, train=True)
@@ -133,6 +138,9 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
                               cfg.train.base_y1_fraction, temperature, sample_params)
         if extra is not None:
           train_batch = _concat_batches(train_batch, extra.train_batch())
+      pair_stats = {}
+      if stage == 'dpo':
+        train_batch, pair_stats = pairs.batch(ro, batch, examples, k)
       t0 = time.perf_counter()
       global_batch = to_global(train_batch, exp)
       if stage not in steps_fns:
@@ -142,8 +150,8 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
           act = sh.activation_sharding(exp.mesh, exp.strategy.rules,
                                        (b, t, exp.model_cfg.embed_dim))
         steps_fns[stage] = step_lib.compile_step(
-            exp.graphdef, tx, loss_cfg, stage, exp.mesh, exp.strategy.rules, shardings,
-            shardings.params, global_batch, activation_sharding=act)
+            exp.graphdef, tx, pairs.loss_cfg if stage == 'dpo' else loss_cfg, stage,
+            exp.mesh, exp.strategy.rules, shardings, shardings.params, global_batch, activation_sharding=act)
       state, metrics = steps_fns[stage](state, ref_params, global_batch)
       host = finite_or_raise(metrics, f'{phase}/{stage}', step)
       update_s = time.perf_counter() - t0
@@ -153,8 +161,9 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       acc_t1, acc_t2 = sh.global_mean(ro.r1), sh.global_mean(ro.r2)
       window.append((acc_t1 + acc_t2) / 2)
       window = window[-max(cfg.train.log_every, 1):]
+      host.update(pair_stats)
       host.update(stage=stage, acc_t1=acc_t1, acc_t2=acc_t2,
-                  rows=float(len(train_batch['r1'])),
+                  rows=float(len(train_batch['tokens'])),
                   time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
                   time_update_s=update_s)
       history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))

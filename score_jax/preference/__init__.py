@@ -1,0 +1,1 @@
+"""Preference tuning on the SCoRe stack: DPO pairs, FactTune confidence, RLAIF judge."""

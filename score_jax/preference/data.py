@@ -1,0 +1,126 @@
+"""Preference pairs for DPO: from a JSONL file, or built online from the policy's samples.
+
+A DPO batch (the `dpo` train step's input) holds P pairs as 2P packed rows:
+  tokens, valid, response_mask (2P, T): rows 0..P-1 chosen, P..2P-1 rejected;
+  weight (2P,) float32: the pair's weight, repeated on both halves (0 drops it).
+response_mask marks the tokens whose log-probs make the sequence log-prob: the
+response (offline pairs), or both attempts y1 and y2 (online two-turn pairs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+FIELDS = ('prompt', 'chosen', 'rejected')
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+  """One line of a pairs file: the user prompt and two responses, chosen first."""
+  prompt: str
+  chosen: str
+  rejected: str
+  line: int = 0
+
+
+def _check_line(record, where: str) -> PreferencePair:
+  if not isinstance(record, dict):
+    raise ValueError(f'{where}: expected a JSON object with fields {list(FIELDS)}')
+  for field in FIELDS:
+    if field not in record:
+      raise ValueError(f"{where}: field '{field}' missing; expected {list(FIELDS)}")
+    if not isinstance(record[field], str):
+      raise ValueError(f"{where}: field '{field}' is {type(record[field]).__name__}; "
+                       'expected a string')
+  for field in ('chosen', 'rejected'):
+    if not record[field].strip():
+      raise ValueError(f"{where}: field '{field}' is empty; expected a response")
+  if record['chosen'].strip() == record['rejected'].strip():
+    raise ValueError(f"{where}: 'chosen' and 'rejected' are identical; expected two "
+                     'different responses')
+  return PreferencePair(record['prompt'], record['chosen'], record['rejected'])
+
+
+def load_pairs(path: str | pathlib.Path) -> list[PreferencePair]:
+  """The pairs of a JSONL file, one {"prompt", "chosen", "rejected"} object a line.
+
+  Blank lines are skipped. Raises ValueError naming file:line for a line that is
+  not JSON, lacks a field, has an empty response, or repeats chosen as rejected.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'{path}: preference pairs file does not exist')
+  pairs = []
+  with path.open(encoding='utf-8') as f:
+    for n, text in enumerate(f, start=1):
+      if not text.strip():
+        continue
+      where = f'{path}:{n}'
+      try:
+        record = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{where}: not valid JSON ({e.msg})') from None
+      pairs.append(dataclasses.replace(_check_line(record, where), line=n))
+  if not pairs:
+    raise ValueError(f'{path}: no preference pairs; expected JSONL lines with {list(FIELDS)}')
+  return pairs
+
+
+def dpo_batch(tokens_BT, valid_BT, response_mask_BT, chosen_P, rejected_P,
+              weight_P) -> dict[str, np.ndarray]:
+  """Rows chosen_P then rejected_P of packed traces, as a DPO batch."""
+  rows = np.concatenate([np.asarray(chosen_P), np.asarray(rejected_P)])
+  weight = np.asarray(weight_P, np.float32)
+  return {'tokens': np.asarray(tokens_BT)[rows], 'valid': np.asarray(valid_BT)[rows],
+          'response_mask': np.asarray(response_mask_BT)[rows],
+          'weight': np.concatenate([weight, weight])}
+
+
+def best_worst(scores_B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per group of k consecutive rows (one prompt's samples): the best and worst row.
+
+  Returns (chosen_P, rejected_P, weight_P) with P = B / k; weight is 0 where the
+  group's scores are all equal (no preference), else 1. Ties go to the first row.
+  """
+  s = np.asarray(scores_B, np.float64)
+  if s.ndim != 1 or len(s) % k:
+    raise ValueError(f'best_worst: {s.shape} scores; expected (B,) with B a multiple of k={k}')
+  s_Gk = s.reshape(-1, k)
+  base = np.arange(s_Gk.shape[0]) * k
+  chosen = base + np.argmax(s_Gk, axis=1)
+  rejected = base + np.argmin(s_Gk, axis=1)
+  weight = (s_Gk.max(axis=1) > s_Gk.min(axis=1)).astype(np.float32)
+  return chosen, rejected, weight
+
+
+def online_batch(train_batch: dict, scores_B: np.ndarray, k: int):
+  """DPO batch from a two-turn rollout's train batch: best vs worst of each prompt's k.
+
+  The response is both attempts (y1 and y2 tokens); the correction instruction
+  between them is context, not scored. Also returns the chosen / rejected rows.
+  """
+  chosen, rejected, weight = best_worst(scores_B, k)
+  response = np.asarray(train_batch['y1_mask']) | np.asarray(train_batch['y2_mask'])
+  batch = dpo_batch(train_batch['tokens'], train_batch['valid'], response, chosen,
+                    rejected, weight)
+  return batch, chosen, rejected
+
+
+def pack_pairs(exp, pairs: Sequence[PreferencePair]) -> dict[str, np.ndarray]:
+  """Offline pairs as one DPO batch of 2N single-attempt rows (loss on the response).
+
+  `exp`: an Experiment (its tokenizer, chat layout and trace length).
+  """
+  from score_jax.training import warmup as warmup_lib  # pylint: disable=g-import-not-at-top
+  eot = exp.tokenizer.end_of_turn_id
+  turn = lambda text: exp.tokenizer.encode(text) + [eot]
+  prompts = [p.prompt for p in pairs] * 2
+  responses = [turn(p.chosen) for p in pairs] + [turn(p.rejected) for p in pairs]
+  traces = warmup_lib.pack(exp, prompts, responses, None)
+  n = len(pairs)
+  return dpo_batch(traces.tokens_BT, traces.valid_BT, traces.y1_mask_BT, np.arange(n),
+                   np.arange(n, 2 * n), np.ones(n, np.float32))
