@@ -36,6 +36,8 @@ METHODS = flags.DEFINE_list(
     'Rows to run: base, dpo_<scorer> for each scorer, score, score_judge.')
 PAIR_PROBLEMS = flags.DEFINE_integer('pair_problems', 256,
                                      'Training problems for the pair-accuracy check.')
+MERGE = flags.DEFINE_list('merge', [], 'Only write --out from these .json results of '
+                          'earlier runs (e.g. seeds or methods run in parallel).')
 SCORE_SCHEDULE = (('stage1', 400), ('stage2', 300))   # configs/tiny.py's
 
 LABELS = {'base': 'base', 'score': 'SCoRe (true reward)',
@@ -115,7 +117,7 @@ def _mean_row(rows):
   return out
 
 
-def _table(cfg, per_seed: dict, methods, wall_s: float) -> str:
+def _table(cfg, per_seed: dict, methods, wall: str) -> str:
   seeds = list(per_seed)
   n = per_seed[seeds[0]][methods[0]]['n']
   rows = {}
@@ -138,8 +140,17 @@ def _table(cfg, per_seed: dict, methods, wall_s: float) -> str:
     lines.append(f'| {name} | ' + ' | '.join(f'{a["pair_accuracy"]:.3f}' for a in accs)
                  + f' | {np.mean([a["pair_accuracy"] for a in accs]):.3f}'
                  + f' | {np.mean([a["ties"] for a in accs]):.2f} |')
-  lines += ['', f'Wall time: {wall_s:.0f} s on this machine.']
+  lines += ['', f'Wall time: {wall} on this machine (shared with other jobs).']
   return '\n'.join(lines)
+
+
+def merged(paths) -> dict:
+  """Per-seed results of several runs' .json files, methods joined per seed."""
+  per_seed: dict = {}
+  for path in paths:
+    for seed, res in json.loads(common.resolve(path).read_text()).items():
+      per_seed.setdefault(int(seed), {}).update(res)
+  return dict(sorted(per_seed.items()))
 
 
 def main(argv):
@@ -150,11 +161,20 @@ def main(argv):
     common.fail(f'--methods: unknown {sorted(unknown)}; expected some of {list(LABELS)}')
   out = common.resolve(OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
+  if MERGE.value:
+    per_seed = merged(MERGE.value)
+    wall = sum(r.get('wall_s', 0.0) for res in per_seed.values() for r in res.values()
+               if isinstance(r, dict))
+    text = _table(cfg, per_seed, METHODS.value,
+                  f'{wall:.0f} s summed over the methods (without the base warm-ups)')
+    out.write_text(text + '\n')
+    print(text)
+    return
   t0 = time.time()
   per_seed = {}
   for s in [int(x) for x in SEEDS.value]:   # rewritten after every seed
     per_seed[s] = run_seed(cfg, s, METHODS.value)
-    text = _table(cfg, per_seed, METHODS.value, time.time() - t0)
+    text = _table(cfg, per_seed, METHODS.value, f'{time.time() - t0:.0f} s')
     out.write_text(text + '\n')
     out.with_suffix('.json').write_text(json.dumps(per_seed, indent=1, default=str))
   print(text)

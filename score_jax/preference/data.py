@@ -9,11 +9,12 @@ response (offline pairs), or both attempts y1 and y2 (online two-turn pairs).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Sequence
 
 import numpy as np
+
+from score_jax.data import records
 
 FIELDS = ('prompt', 'chosen', 'rejected')
 
@@ -27,44 +28,25 @@ class PreferencePair:
   line: int = 0
 
 
-def _check_line(record, where: str) -> PreferencePair:
-  if not isinstance(record, dict):
-    raise ValueError(f'{where}: expected a JSON object with fields {list(FIELDS)}')
-  for field in FIELDS:
-    if field not in record:
-      raise ValueError(f"{where}: field '{field}' missing; expected {list(FIELDS)}")
-    if not isinstance(record[field], str):
-      raise ValueError(f"{where}: field '{field}' is {type(record[field]).__name__}; "
-                       'expected a string')
-  for field in ('chosen', 'rejected'):
-    if not record[field].strip():
+def _pair(record: dict, where: str) -> PreferencePair:
+  prompt, chosen, rejected = (records.get_field(record, f, str, where) for f in FIELDS)
+  for field, text in (('chosen', chosen), ('rejected', rejected)):
+    if not text.strip():
       raise ValueError(f"{where}: field '{field}' is empty; expected a response")
-  if record['chosen'].strip() == record['rejected'].strip():
+  if chosen.strip() == rejected.strip():
     raise ValueError(f"{where}: 'chosen' and 'rejected' are identical; expected two "
                      'different responses')
-  return PreferencePair(record['prompt'], record['chosen'], record['rejected'])
+  return PreferencePair(prompt, chosen, rejected, int(where.rsplit(':', 1)[1]))
 
 
 def load_pairs(path: str | pathlib.Path) -> list[PreferencePair]:
   """The pairs of a JSONL file, one {"prompt", "chosen", "rejected"} object a line.
 
   Blank lines are skipped. Raises ValueError naming file:line for a line that is
-  not JSON, lacks a field, has an empty response, or repeats chosen as rejected.
+  not a JSON object, lacks a field, has an empty response, or repeats chosen as
+  rejected.
   """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'{path}: preference pairs file does not exist')
-  pairs = []
-  with path.open(encoding='utf-8') as f:
-    for n, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      where = f'{path}:{n}'
-      try:
-        record = json.loads(text)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{where}: not valid JSON ({e.msg})') from None
-      pairs.append(dataclasses.replace(_check_line(record, where), line=n))
+  pairs = [_pair(record, where) for where, record in records.read_jsonl(path)]
   if not pairs:
     raise ValueError(f'{path}: no preference pairs; expected JSONL lines with {list(FIELDS)}')
   return pairs

@@ -30,7 +30,7 @@ def test_load_pairs_reads_lines_and_skips_blank_ones(tmp_path):
     (dict(GOOD, chosen='  '), "pairs.jsonl:2: field 'chosen' is empty"),
     (dict(GOOD, rejected='03'), "pairs.jsonl:2: 'chosen' and 'rejected' are identical"),
     (dict(GOOD, prompt=3), "pairs.jsonl:2: field 'prompt' is int"),
-    ('{"prompt": ', 'pairs.jsonl:2: not valid JSON'),
+    ('{"prompt": ', 'pairs.jsonl:2: invalid JSON'),
     ('[1, 2]', 'pairs.jsonl:2: expected a JSON object'),
 ])
 def test_bad_lines_fail_with_one_line_naming_file_and_line(tmp_path, bad, message):
@@ -45,7 +45,7 @@ def test_bad_lines_fail_with_one_line_naming_file_and_line(tmp_path, bad, messag
 def test_empty_or_missing_file(tmp_path):
   with pytest.raises(ValueError, match='no preference pairs'):
     data_lib.load_pairs(_write(tmp_path, ['']))
-  with pytest.raises(FileNotFoundError, match='does not exist'):
+  with pytest.raises(FileNotFoundError, match='not found'):
     data_lib.load_pairs(tmp_path / 'nope.jsonl')
 
 
