@@ -95,11 +95,11 @@ def online_batch(train_batch: dict, scores_B: np.ndarray, k: int):
 def pack_pairs(exp, pairs: Sequence[PreferencePair]) -> dict[str, np.ndarray]:
   """Offline pairs as one DPO batch of 2N single-attempt rows (loss on the response).
 
-  `exp`: an Experiment (its tokenizer, chat layout and trace length).
+  `exp`: an Experiment (its tokenizer, prompt format and trace length).
   """
   from score_jax.training import warmup as warmup_lib  # pylint: disable=g-import-not-at-top
-  eot = exp.tokenizer.end_of_turn_id
-  turn = lambda text: exp.tokenizer.encode(text) + [eot]
+  end = exp.prompt_format.turn_end_ids(exp.tokenizer)
+  turn = lambda text: exp.tokenizer.encode(text) + end
   prompts = [p.prompt for p in pairs] * 2
   responses = [turn(p.chosen) for p in pairs] + [turn(p.rejected) for p in pairs]
   traces = warmup_lib.pack(exp, prompts, responses, None)

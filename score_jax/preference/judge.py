@@ -2,7 +2,7 @@
 
 The judge is any model of the run's family, by default the frozen reference
 itself. Pointwise, it reads the rubric prompt (config.dpo.judge.template, with
-{question} and {response}) in the chat layout and its score is
+{question} and {response}) in the task's prompt layout and its score is
 P(yes) / (P(yes) + P(no)) over the first tokens of the two verdict words at the
 start of its answer. Pairwise, it reads both responses (pairwise_template, with
 {question}, {first}, {second}) and is asked which is better; each pair is shown
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +51,19 @@ def _last_logprobs(graphdef, params, tokens_BT, valid_BT):
 
 
 class Judge:
-  """A frozen model answering a rubric; params from Experiment.for_sampling."""
+  """A frozen model answering a rubric; params from Experiment.for_sampling.
+
+  prompt_ids: rubric text -> prompt token ids (default: the tokenizer's chat layout;
+  an Experiment passes its task's prompt format).
+  """
 
   def __init__(self, graphdef: nnx.GraphDef, params: nnx.State, tokenizer,
-               cfg: JudgeConfig = JudgeConfig()):
+               cfg: JudgeConfig = JudgeConfig(),
+               prompt_ids: Callable[[str], list[int]] | None = None):
     self.params = params
     self.tokenizer = tokenizer
     self.cfg = cfg
+    self.prompt_ids = prompt_ids or tokenizer.chat_prompt_ids
     self._fn = jax.jit(functools.partial(_last_logprobs, graphdef))
     self.verdict_ids = self._verdicts(cfg.yes, cfg.no, 'yes', 'no')
     self.pair_ids = self._verdicts(cfg.first, cfg.second, 'first', 'second')
@@ -77,7 +83,7 @@ class Judge:
 
   def verdict_probability(self, prompts: Sequence[str], ids: tuple[int, int]) -> np.ndarray:
     """P(ids[0]) / (P(ids[0]) + P(ids[1])) as the judge's first answer token."""
-    rows = [self.tokenizer.chat_prompt_ids(p) for p in prompts]
+    rows = [self.prompt_ids(p) for p in prompts]
     width = -(-max(len(r) for r in rows) // 16) * 16   # few shapes, few compiles
     n, bs = len(rows), self.cfg.batch_size
     out = np.zeros(n, np.float32)

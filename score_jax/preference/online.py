@@ -18,7 +18,8 @@ from score_jax.preference import scorers as scorers_lib
 def make_judge(exp, params) -> judge_lib.Judge:
   """config.dpo.judge's rubric, answered by a model with `params` (e.g. the reference)."""
   return judge_lib.Judge(exp.graphdef, exp.for_sampling(params), exp.tokenizer,
-                         config_lib.judge_config(exp.cfg))
+                         config_lib.judge_config(exp.cfg),
+                         lambda text: exp.prompt_format.prompt_ids(exp.tokenizer, text))
 
 
 class OnlinePairs:

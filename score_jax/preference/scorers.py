@@ -59,7 +59,7 @@ def pair_accuracy(scores_B: np.ndarray, oracle_B: np.ndarray, k: int) -> dict[st
 
 
 def _texts(exp, ro):
-  dec = exp.tokenizer.decode
+  dec = lambda ids: exp.prompt_format.response_text(exp.tokenizer.decode(ids))
   return [dec(y) for y in ro.y1_ids], [dec(y) for y in ro.y2_ids]
 
 
