@@ -23,7 +23,9 @@ from absl import flags
 
 import common
 from score_jax import evaluation
+from score_jax.preference import data as data_lib
 from score_jax.preference import judge as judge_lib
+from score_jax.preference import offline
 from score_jax.preference import online as online_lib
 from score_jax.preference import scorers as scorers_lib
 from score_jax.training.base_model import load_or_train_base
@@ -36,6 +38,9 @@ METHODS = flags.DEFINE_list(
     'Rows to run: base, dpo_<scorer> for each scorer, score, score_judge.')
 PAIR_PROBLEMS = flags.DEFINE_integer('pair_problems', 256,
                                      'Training problems for the pair-accuracy check.')
+PAIRS = flags.DEFINE_string('pairs', '', 'A JSONL file of {prompt, chosen, rejected}: '
+                            'adds the row dpo_pairs, offline DPO on those pairs.')
+PAIRS_STEPS = flags.DEFINE_integer('pairs_steps', 100, 'Steps of offline DPO (--pairs).')
 MERGE = flags.DEFINE_list('merge', [], 'Only write --out from these .json results of '
                           'earlier runs (e.g. seeds or methods run in parallel).')
 SCORE_SCHEDULE = (('stage1', 400), ('stage2', 300))   # configs/tiny.py's
@@ -43,6 +48,7 @@ SCORE_SCHEDULE = (('stage1', 400), ('stage2', 300))   # configs/tiny.py's
 LABELS = {'base': 'base', 'score': 'SCoRe (true reward)',
           'score_judge': 'SCoRe, judge P(yes) as reward (RLAIF)'}
 LABELS |= {f'dpo_{s}': f'DPO, {s} pairs' for s in scorers_lib.SCORERS}
+LABELS['dpo_pairs'] = 'DPO, pairs from --pairs (offline)'
 
 
 def _variant(cfg, seed: int, **fields):
@@ -84,6 +90,11 @@ def pair_accuracies(exp, base, seed: int) -> dict:
 
 def train_method(cfg, seed: int, m: str, base):
   """Params of method `m` trained from `base` (the reference too)."""
+  if m == 'dpo_pairs':
+    exp = common.build_experiment(_variant(cfg, seed))
+    batch = data_lib.pack_pairs(exp, data_lib.load_pairs(common.resolve(PAIRS.value)))
+    return offline.train_pairs(exp, base, base, batch, steps=PAIRS_STEPS.value,
+                               pairs_per_step=cfg.data.batch_size, seed=seed)
   if m.startswith('dpo_'):
     exp = common.build_experiment(_variant(cfg, seed, **{'dpo.scorer': m[4:]}))
     return train_score(exp, base, base, phase=m).params
@@ -159,6 +170,13 @@ def main(argv):
   unknown = set(METHODS.value) - set(LABELS)
   if unknown:
     common.fail(f'--methods: unknown {sorted(unknown)}; expected some of {list(LABELS)}')
+  if ('dpo_pairs' in METHODS.value) != bool(PAIRS.value):
+    common.fail('--methods=dpo_pairs and --pairs=FILE go together')
+  if PAIRS.value:
+    try:   # a bad pairs file stops here, with its file:line, before any training
+      data_lib.load_pairs(common.resolve(PAIRS.value))
+    except (ValueError, FileNotFoundError) as e:
+      common.fail(str(e))
   out = common.resolve(OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   if MERGE.value:
