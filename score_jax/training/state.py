@@ -28,7 +28,12 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-  """AdamW with linear warm-up then a constant or cosine schedule, and clipping."""
+  """AdamW with linear warm-up then a constant or cosine schedule, and clipping.
+
+  warmup_steps and total_steps count train steps (micro-batches), as the run's
+  schedule does. With grad_accum_steps = k the optimizer updates once every k
+  train steps, so the learning-rate schedule spans total_steps / k updates.
+  """
   learning_rate: float = 1e-5
   warmup_steps: int = 0
   schedule: str = 'constant'      # or 'cosine' (decays to 0 at total_steps)
@@ -48,11 +53,19 @@ class OptimConfig:
 
 
 def learning_rate_schedule(cfg: OptimConfig) -> optax.Schedule:
-  warmup = max(cfg.warmup_steps, 0)
+  """The learning rate as a function of the optimizer's update count.
+
+  optax.MultiSteps advances the inner schedule only on real updates, so train
+  step counts are converted to updates here (else a cosine over micro-steps
+  would decay only 1/k of the way).
+  """
+  k = cfg.grad_accum_steps
+  warmup = max(cfg.warmup_steps, 0) // k
+  total = cfg.total_steps // k
   if cfg.schedule == 'constant':
     main = optax.constant_schedule(cfg.learning_rate)
   else:
-    main = optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.total_steps - warmup, 1))
+    main = optax.cosine_decay_schedule(cfg.learning_rate, max(total - warmup, 1))
   if not warmup:
     return main
   ramp = optax.linear_schedule(0.0, cfg.learning_rate, warmup)
