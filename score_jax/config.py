@@ -1,18 +1,22 @@
 """The experiment config: one ml_collections ConfigDict, defaults here, overrides in configs/.
 
 Sections: model, tokenizer, task, data, sampling, loss, dpo, optim, train,
-checkpoint, mesh, eval. Every field can be overridden from the command line
-(--config=configs/tiny.py --config.train.stage2_steps=50). Builders turn sections
-into the typed objects the library uses and fail with a message naming the field.
+checkpoint, mesh, eval (and warmup, in configs that train their own base model).
+Every field can be overridden from the command line (--config=configs/tiny.py
+--config.loss.alpha=5). `validate` checks the whole config before any work starts;
+builders turn sections into the typed objects the library uses. Both fail with a
+one-line ConfigError naming the field and what it expects.
 """
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
+from score_jax.errors import UserError
 from score_jax.losses import DPOConfig, LossConfig
 from score_jax.training.state import OptimConfig
 
@@ -99,17 +103,25 @@ def _judge_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dataclasses.asdict(JudgeConfig()))
 
 
+class ConfigError(UserError):
+  """A config field that cannot work; the message is one line naming the field."""
+
+
 def _dataclass_from(section, cls, name: str):
   fields = {f.name for f in dataclasses.fields(cls)}
   values = dict(section.items()) if hasattr(section, 'items') else dict(section)
   unknown = set(values) - fields
   if unknown:
-    raise ValueError(f'config.{name}: unknown field(s) {sorted(unknown)}; '
-                     f'expected some of {sorted(fields)}')
+    raise ConfigError(f'config.{name}: unknown field(s) {sorted(unknown)}; '
+                      f'expected some of {sorted(fields)}')
   try:
     return cls(**values)
   except (TypeError, ValueError) as e:
-    raise ValueError(f'config.{name}: {e}') from e
+    # 'LossConfig.alpha=-1; ...' -> 'config.loss.alpha=-1; ...'
+    text = str(e)
+    prefix = f'{cls.__name__}.'
+    raise ConfigError(f'config.{name}.{text[len(prefix):]}' if text.startswith(prefix)
+                      else f'config.{name}: {text}') from e
 
 
 def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
@@ -130,16 +142,24 @@ def judge_config(c: ml_collections.ConfigDict):
 
 def optim_config(c: ml_collections.ConfigDict) -> OptimConfig:
   values = dict(c.optim.items())
-  values['total_steps'] = sum(int(n) for s, n in c.train.schedule if s != 'sft')
+  values['total_steps'] = sum(n for _, n in schedule(c))
   return _dataclass_from(values, OptimConfig, 'optim')
 
 
 def schedule(c: ml_collections.ConfigDict) -> list[tuple[str, int]]:
+  """config.train.schedule as checked (stage, steps) pairs."""
+  sched = c.train.schedule
+  example = "e.g. (('stage1', 400), ('stage2', 300))"
+  if isinstance(sched, (str, bytes)) or not isinstance(sched, (tuple, list)):
+    raise ConfigError(f'config.train.schedule={sched!r}; expected a sequence of '
+                      f'(stage, steps) pairs, {example}')
   out = []
-  for i, item in enumerate(c.train.schedule):
-    if len(item) != 2 or item[0] not in STAGES or int(item[1]) < 0:
-      raise ValueError(f'config.train.schedule[{i}] = {item!r}; expected '
-                       "('stage1' | 'stage2' | 'dpo', steps >= 0)")
+  for i, item in enumerate(sched):
+    ok = (isinstance(item, (tuple, list)) and len(item) == 2
+          and item[0] in STAGES and _is_int(item[1]) and item[1] >= 0)
+    if not ok:
+      raise ConfigError(f'config.train.schedule[{i}]={item!r}; expected a pair '
+                        f"({' | '.join(map(repr, STAGES))}, steps >= 0), {example}")
     out.append((str(item[0]), int(item[1])))
   return out
 
@@ -152,3 +172,131 @@ def resolve_path(path: str) -> pathlib.Path:
 
 def as_dict(c: Any) -> dict:
   return c.to_dict() if hasattr(c, 'to_dict') else dict(c)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _int_at_least(lo: int) -> tuple[Callable[[Any], bool], str]:
+  return (lambda v: _is_int(v) and v >= lo), f'an integer >= {lo}'
+
+
+def _num_in(lo: float, hi: float, lo_open: bool = False) -> tuple[Callable, str]:
+  left = '<' if lo_open else '<='
+  return ((lambda v: _is_num(v) and (v > lo if lo_open else v >= lo) and v <= hi),
+          f'a number with {lo:g} {left} x <= {hi:g}')
+
+
+def _positive_ints(v) -> bool:
+  return isinstance(v, (tuple, list)) and len(v) > 0 and all(
+      _is_int(x) and x > 0 for x in v)
+
+
+def _temperatures(v) -> bool:
+  return isinstance(v, (tuple, list)) and len(v) > 0 and all(
+      _is_num(x) and x >= 0 for x in v)
+
+
+# Fields of the sections that have no dataclass of their own (loss and optim are
+# checked by LossConfig / OptimConfig). Each: dotted path, test, expectation.
+_FIELD_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ('seed', *_int_at_least(0)),
+    ('workdir', lambda v: isinstance(v, str) and bool(v.strip()), 'a non-empty path'),
+    ('data.batch_size', *_int_at_least(1)),
+    ('data.buckets', _positive_ints, 'a non-empty tuple of prompt lengths > 0'),
+    ('data.overlong', lambda v: v in ('drop', 'truncate'), "'drop' or 'truncate'"),
+    ('sampling.temperature', *_num_in(0, float('inf'))),
+    ('sampling.top_k', *_int_at_least(0)),
+    ('sampling.top_p', *_num_in(0, 1, lo_open=True)),
+    ('sampling.max_y1_tokens', *_int_at_least(1)),
+    ('sampling.max_y2_tokens', *_int_at_least(1)),
+    ('train.samples_per_prompt', *_int_at_least(1)),
+    ('train.base_y1_fraction', *_num_in(0, 1)),
+    ('train.log_every', *_int_at_least(1)),
+    ('train.eval_every', *_int_at_least(0)),
+    ('checkpoint.every', *_int_at_least(0)),
+    ('checkpoint.keep', *_int_at_least(1)),
+    ('eval.num_problems', *_int_at_least(1)),
+    ('eval.batch_size', *_int_at_least(1)),
+    ('eval.temperatures', _temperatures, 'a non-empty tuple of temperatures >= 0'),
+    ('eval.bootstrap_resamples', *_int_at_least(1)),
+    ('warmup.batch_size', *_int_at_least(1)),
+    ('warmup.steps', *_int_at_least(0)),
+    ('warmup.learning_rate', *_num_in(0, float('inf'), lo_open=True)),
+    ('warmup.holdout', *_int_at_least(0)),
+    ('warmup.corrupt_fraction', *_num_in(0, 1)),
+)
+# Sections whose keys are free: they are checked by what they configure.
+_FREE_SECTIONS = ('model.overrides', 'task.fields', 'warmup')
+
+
+def _unknown_fields(c, schema, prefix: str = '') -> list[str]:
+  out = []
+  for key, value in c.items():
+    path = f'{prefix}{key}'
+    if path in _FREE_SECTIONS:
+      continue
+    if key not in schema:
+      out.append(path)
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+        schema[key], ml_collections.ConfigDict):
+      out += _unknown_fields(value, schema[key], f'{path}.')
+  return out
+
+
+_MISSING = object()
+
+
+def _lookup(c, path: str):
+  for part in path.split('.'):
+    if part not in c:
+      return _MISSING
+    c = c[part]
+  return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks every field a run reads, before any model, data or file is touched.
+
+  Raises:
+    ConfigError: one line naming the first bad field and what it expects.
+  """
+  unknown = _unknown_fields(c, base_config())
+  if unknown:
+    raise ConfigError(f'config.{unknown[0]}: unknown field (not in score_jax/config.py '
+                      'base_config); check the spelling')
+  for path, ok, expect in _FIELD_RULES:
+    value = _lookup(c, path)
+    if value is _MISSING:
+      if not path.startswith('warmup.'):
+        raise ConfigError(f'config.{path}: missing; expected {expect}')
+    elif not ok(value):
+      raise ConfigError(f'config.{path}={value!r}; expected {expect}')
+  schedule(c)
+  loss_config(c)
+  dpo_config(c)
+  judge_config(c)
+  optim_config(c)
+  if not c.model.checkpoint:
+    from score_jax.models.config import get_preset  # pylint: disable=g-import-not-at-top
+    try:
+      get_preset(c.model.preset, **c.model.overrides.to_dict())
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'config.model: {e}') from e
+  from score_jax.data.tasks import task_names  # pylint: disable=g-import-not-at-top
+  if c.task.name not in task_names():
+    raise ConfigError(f'config.task.name={c.task.name!r}; expected one of '
+                      f'{", ".join(task_names())}')
+  from score_jax.training.sharding import get_strategy  # pylint: disable=g-import-not-at-top
+  try:
+    get_strategy(c.mesh.strategy)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e

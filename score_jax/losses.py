@@ -61,6 +61,10 @@ class LossConfig:
                            ('normalize', NORMALIZATIONS)):
       if getattr(self, field) not in allowed:
         raise ValueError(f'LossConfig.{field}={getattr(self, field)!r}; expected one of {allowed}')
+    for field in ('alpha', 'beta1', 'beta2'):
+      value = getattr(self, field)
+      if value is not None and not value >= 0:   # also refuses NaN
+        raise ValueError(f'LossConfig.{field}={value!r}; expected >= 0')
     if self.baseline == 'loo' and self.samples_per_prompt < 2:
       raise ValueError('LossConfig.baseline=loo needs samples_per_prompt >= 2 '
                        f'(got {self.samples_per_prompt}); use batch_mean or none')

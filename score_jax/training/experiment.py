@@ -88,9 +88,7 @@ class Experiment:
     """`task` overrides config.task (for tasks not in the registry)."""
     self.cfg = cfg
     self.workdir = config_lib.resolve_path(cfg.workdir)
-    # Validate every section up front, so a bad config fails before any work.
-    for validate in (config_lib.loss_config, config_lib.optim_config, config_lib.schedule):
-      validate(cfg)
+    config_lib.validate(cfg)   # the whole config, before any data or model work
     self.task = task or tasks_lib.make_task(cfg.task.name, **cfg.task.fields.to_dict())
     self._pretrained = None
     if cfg.model.checkpoint:

@@ -47,9 +47,19 @@ class OptimConfig:
 
   def __post_init__(self):
     if self.schedule not in ('constant', 'cosine'):
-      raise ValueError(f"optim.schedule={self.schedule!r}; expected 'constant' or 'cosine'")
-    if self.grad_accum_steps < 1:
-      raise ValueError(f'optim.grad_accum_steps={self.grad_accum_steps}; expected >= 1')
+      raise ValueError(f"OptimConfig.schedule={self.schedule!r}; expected 'constant' or "
+                       "'cosine'")
+    checks = (('learning_rate', self.learning_rate > 0, '> 0'),
+              ('warmup_steps', self.warmup_steps >= 0, '>= 0'),
+              ('total_steps', self.total_steps >= 0, '>= 0'),
+              ('b1', 0 <= self.b1 < 1, 'in [0, 1)'), ('b2', 0 <= self.b2 < 1, 'in [0, 1)'),
+              ('eps', self.eps > 0, '> 0'), ('weight_decay', self.weight_decay >= 0, '>= 0'),
+              ('grad_clip_norm', self.grad_clip_norm is None or self.grad_clip_norm >= 0,
+               '>= 0 or None (0 / None: no clipping)'),
+              ('grad_accum_steps', self.grad_accum_steps >= 1, '>= 1'))
+    for field, ok, expect in checks:
+      if not ok:
+        raise ValueError(f'OptimConfig.{field}={getattr(self, field)!r}; expected {expect}')
 
 
 def learning_rate_schedule(cfg: OptimConfig) -> optax.Schedule:
