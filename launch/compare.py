@@ -6,7 +6,11 @@ Rows: base = Self-Refine (the untrained two-turn protocol), STaR (D+), Pair-SFT,
 SCoRe, and the ablations "without Stage I" (Stage II only, same Stage II steps)
 and "without reward shaping" (alpha = 0). Every method starts from the same
 warmed-up base model of its seed and is evaluated on the same held-out problems,
-greedy and at temperature 1; the table shows each seed and the mean.
+greedy and at temperature 1. The table shows each seed (Delta with its paired
+bootstrap interval over problems) and the mean over seeds with a t-interval over
+the seeds' values; a second table gives SCoRe minus each other method, paired by
+seed. A baseline whose sampled data is too small to train on is not run; its
+row says so instead of standing in for the method.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from absl import flags
 import common
 from score_jax import evaluation
 from score_jax.training import baselines
+from score_jax.training import report
 from score_jax.training.base_model import load_or_train_base
 from score_jax.training.trainer import train_score
 
@@ -70,12 +75,14 @@ def run_seed(cfg, seed: int, methods) -> dict[str, dict]:
     t0 = time.time()
     if m == 'base':
       params = base
-    elif m == 'star':
-      params, data_stats[m] = baselines.star(exp, base, iterations=2, samples=2,
-                                             num_problems=BASELINE_PROBLEMS.value, **sft)
-    elif m == 'pair_sft':
-      params, data_stats[m] = baselines.pair_sft(exp, base, samples=4,
-                                                 num_problems=BASELINE_PROBLEMS.value, **sft)
+    elif m in ('star', 'pair_sft'):
+      try:
+        params, data_stats[m] = _baseline(exp, base, m, sft)
+      except baselines.TooLittleData as e:
+        print(f'seed {seed} {LABELS[m]}: not run: {e}', flush=True)
+        for temp in cfg.eval.temperatures:
+          results[f'{m}@{temp:g}'] = {'not_run': str(e)}
+        continue
     elif m == 'no_stage1':
       params = train_score(stage2, base, base, phase='no_stage1').params
     else:
@@ -96,13 +103,50 @@ def run_seed(cfg, seed: int, methods) -> dict[str, dict]:
   return results
 
 
+def _baseline(exp, base, m: str, sft: dict):
+  if m == 'star':
+    params, stats = baselines.star(exp, base, iterations=2, samples=2,
+                                   num_problems=BASELINE_PROBLEMS.value, **sft)
+  else:
+    params, stats = baselines.pair_sft(exp, base, samples=4,
+                                       num_problems=BASELINE_PROBLEMS.value, **sft)
+  return params, stats
+
+
 def _mean_row(rows):
+  """Mean over seeds; Delta's interval is a t-interval over the seeds' Deltas."""
   keys = ('acc_t1', 'acc_t2', 'delta', 'delta_i_to_c', 'delta_c_to_i', 'edit_ratio')
   out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-  out['ci'] = (float(np.mean([r['ci'][0] for r in rows])),
-               float(np.mean([r['ci'][1] for r in rows])))
+  out['delta'], out['ci'] = report.seed_mean_interval([r['delta'] for r in rows])
   out['n'] = rows[0]['n']
   return out
+
+
+def _ran(per_seed, seeds, key):
+  return [per_seed[s][key] for s in seeds if 'not_run' not in per_seed[s][key]]
+
+
+def _fmt(mean, ci):
+  text = f'{100 * mean:+.1f}'
+  return text + (f' [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]' if ci else ' (1 seed)')
+
+
+def _differences(per_seed, seeds, temp) -> list[str]:
+  """SCoRe minus each other method, paired by seed (same base model and problems)."""
+  if 'score' not in METHODS.value:
+    return []
+  lines = ['| SCoRe minus | seeds | Delta difference | Acc@t2 difference |', '|---|---|---|---|']
+  for m in METHODS.value:
+    key = f'{m}@{temp:g}'
+    both = [s for s in seeds if 'not_run' not in per_seed[s][key]]
+    if m == 'score' or not both:
+      continue
+    diff = lambda f: [per_seed[s][f'score@{temp:g}'][f] - per_seed[s][key][f] for s in both]
+    lines.append(f'| {LABELS[m]} | {len(both)} | '
+                 f'{_fmt(*report.seed_mean_interval(diff("delta")))} | '
+                 f'{_fmt(*report.seed_mean_interval(diff("acc_t2")))} |')
+  return ['', 'SCoRe minus each method, in points: mean over seeds of the per-seed '
+          f'difference, 95% {report.SEED_INTERVAL}.', ''] + lines
 
 
 def _table(cfg, per_seed: dict, wall_s: float) -> str:
@@ -110,18 +154,30 @@ def _table(cfg, per_seed: dict, wall_s: float) -> str:
   first = cfg.eval.temperatures[0]
   lines = ['# SCoRe vs baselines on the embedded task', '',
            f'config: {cfg.workdir} ({len(seeds)} seeds: {seeds}), '
-           f'{per_seed[seeds[0]][f"base@{first:g}"]["n"]} held-out problems; Delta with '
-           'its paired-bootstrap 95% interval (mean row: mean of the per-seed bounds). '
-           'The base model is warmed up with supervised synthetic corrections '
-           '(configs/tiny.py).', '']
+           f'{per_seed[seeds[0]][f"base@{first:g}"]["n"]} held-out problems. Per-seed '
+           'rows: Delta with its 95% paired-bootstrap interval over problems. Mean rows: '
+           f'mean over seeds, Delta with a 95% {report.SEED_INTERVAL}. The base model is '
+           'warmed up with supervised synthetic corrections (configs/tiny.py).', '']
   for temp in cfg.eval.temperatures:
     kind = 'greedy' if float(temp) == 0 else f'temperature {temp:g}'
-    rows = {}
+    rows, notes = {}, []
     for m in METHODS.value:
+      key = f'{m}@{temp:g}'
       for s in seeds:
-        rows[f'{LABELS[m]}, seed {s}'] = per_seed[s][f'{m}@{temp:g}']
-      rows[f'**{LABELS[m]}, mean**'] = _mean_row([per_seed[s][f'{m}@{temp:g}'] for s in seeds])
-    lines += [f'## Decoding: {kind}', '', evaluation.format_table(rows), '']
+        if 'not_run' in per_seed[s][key]:
+          notes.append(f'- {LABELS[m]}, seed {s}: not run: {per_seed[s][key]["not_run"]}')
+        else:
+          rows[f'{LABELS[m]}, seed {s}'] = per_seed[s][key]
+        ran_iters = per_seed[s][f'{m}@{first:g}'].get('data', {}).get('iterations', 2)
+        if m == 'star' and ran_iters < 2 and temp == first:
+          notes.append(f'- {LABELS[m]}, seed {s}: only {ran_iters} of 2 iterations (the '
+                       'second kept fewer traces than one SFT batch)')
+      ran = _ran(per_seed, seeds, key)
+      if ran:
+        label = 'mean' if len(ran) == len(seeds) else f'mean of {len(ran)} seeds'
+        rows[f'**{LABELS[m]}, {label}**'] = _mean_row(ran)
+    lines += [f'## Decoding: {kind}', '', evaluation.format_table(rows), *notes,
+              *_differences(per_seed, seeds, temp), '']
   lines.append(f'Wall time: {wall_s:.0f} s on this machine.')
   return '\n'.join(lines)
 

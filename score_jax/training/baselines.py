@@ -8,6 +8,8 @@ offline, and fine-tune with the SFT loss on y2 (training/warmup.py packs them).
 - Pair-SFT (Welleck et al.'s "self-correct" data, as the paper builds it): for each
   problem pair one wrong and one right first attempt of the base model as a
   synthetic y1 -> y2 correction, SFT once.
+Too few traces for one SFT batch raise TooLittleData: a baseline that trained
+nothing must never be reported under its name.
 """
 from __future__ import annotations
 
@@ -15,9 +17,21 @@ import jax
 import numpy as np
 from flax import nnx
 
+from score_jax.errors import UserError
 from score_jax.training import warmup as warmup_lib
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_sft
+
+
+class TooLittleData(UserError):
+  """A baseline's sampled data is smaller than one SFT batch: nothing was trained."""
+
+
+def _enough(name: str, n: int, batch_size: int, num_problems: int, samples: int):
+  if n < batch_size:
+    raise TooLittleData(
+        f'{name}: {n} training traces from {num_problems} problems x {samples} samples, '
+        f'fewer than one SFT batch ({batch_size}); sample more problems or a smaller batch')
 
 
 def _sample_train(exp: Experiment, params, num_problems: int, samples: int, seed: int,
@@ -54,8 +68,10 @@ def star(exp: Experiment, base: nnx.State, *, iterations: int, num_problems: int
                                           keep_right_right)
     n = int(np.asarray(traces.tokens_BT).shape[0])
     stats[f'iter{it}_kept'] = n
-    if n < batch_size:
-      break
+    if it > 0 and n < batch_size:
+      break   # the previous iteration's model stands; stats say how many ran
+    _enough('STaR', n, batch_size, num_problems, samples)
+    stats['iterations'] = it + 1
     # Each iteration fine-tunes the base model on the latest filtered data (STaR).
     params = train_sft(exp, base, traces, target, steps=steps, batch_size=batch_size,
                        learning_rate=learning_rate, seed=seed + it, phase=f'star{it}')
@@ -72,8 +88,7 @@ def pair_sft(exp: Experiment, base: nnx.State, *, num_problems: int, samples: in
     (right if r == 1 else wrong).append(y)
   traces, target = warmup_lib.pair_sft_data(by_problem, questions, exp, seed)
   n = int(np.asarray(traces.tokens_BT).shape[0])
+  _enough('Pair-SFT', n, batch_size, num_problems, samples)
   stats = {'pairs': n}
-  if n < batch_size:
-    return base, stats
   return train_sft(exp, base, traces, target, steps=steps, batch_size=batch_size,
                    learning_rate=learning_rate, seed=seed, phase='pair_sft'), stats

@@ -1,4 +1,8 @@
-"""What a finished run leaves behind: results JSON, a markdown table, a PNG plot."""
+"""What a finished run leaves behind: results JSON, a markdown table, a PNG plot.
+
+Also the interval for a mean over seeds (`seed_mean_interval`), which the
+comparison over seeds (launch/compare.py) reports for its mean rows.
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +18,27 @@ from score_jax.training.logging import read_jsonl
 def _jsonable(summary: dict) -> dict:
   return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in summary.items()
           if k not in ('r1', 'r2')}
+
+
+SEED_INTERVAL = 't-interval over the per-seed values (n - 1 degrees of freedom)'
+
+
+def seed_mean_interval(values, confidence: float = 0.95) -> tuple[float, tuple | None]:
+  """Mean over seeds and its Student-t interval: mean +- t * sd / sqrt(n).
+
+  Seeds are the independent replicates (each its own base model and training
+  run), so the interval reflects seed-to-seed variation, which the per-seed
+  bootstrap over problems does not. Averaging per-seed bounds is not an
+  interval for the mean. One seed has no interval (None).
+  """
+  x = np.asarray(values, np.float64)
+  mean = float(np.mean(x))
+  if x.size < 2:
+    return mean, None
+  import scipy.stats  # pylint: disable=g-import-not-at-top  (a dependency of jax)
+  half = float(scipy.stats.t.ppf(0.5 + confidence / 2, x.size - 1)
+               * np.std(x, ddof=1) / np.sqrt(x.size))
+  return mean, (mean - half, mean + half)
 
 
 def plot_accuracy(metrics_jsonl: pathlib.Path, out_png: pathlib.Path,

@@ -2,10 +2,12 @@
 
 The expected rows are derived by hand from the paper's definitions
 (shared/design/score-method.md), not from the builders' own output.
+Too little sampled data raises TooLittleData instead of returning the base model.
 """
 import numpy as np
 import pytest
 
+from score_jax.training import baselines
 from score_jax.training import warmup as warmup_lib
 from score_jax.training.experiment import Experiment
 from tests.training.test_trainer import _config
@@ -75,3 +77,15 @@ def test_pair_sft_pairs_a_wrong_and_a_right_answer_of_the_same_problem(exp):
     prompt = np.asarray(traces.tokens_BT)[i][np.asarray(traces.prompt_mask_BT)[i]]
     assert prompt.tolist() == list(exp.tokenizer.chat_prompt_ids(q))
   _loss_only_on_y2(traces, target)
+
+
+@pytest.mark.parametrize('builder', ['star', 'pair_sft'])
+def test_too_little_data_raises_instead_of_passing_off_the_base_model(exp, builder):
+  # 2 problems x 1 sample give at most 2 traces: not one SFT batch of 64. On main
+  # the builders returned the untouched base model, which compare.py then reported
+  # as STaR / Pair-SFT.
+  extra = {'iterations': 2} if builder == 'star' else {}
+  with pytest.raises(baselines.TooLittleData, match='fewer than one SFT batch'):
+    getattr(baselines, builder)(exp, exp.init_params(0), num_problems=2, samples=1,
+                                steps=1, batch_size=64, learning_rate=1e-3, seed=0,
+                                **extra)
