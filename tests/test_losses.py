@@ -157,14 +157,111 @@ def test_stage_two_gradient_matches_hand_derived_reinforce():
   np.testing.assert_allclose(grad, jax.grad(by_hand)(logits), rtol=1e-5, atol=1e-7)
 
 
+def _np_logp(logits, tokens):
+  z = logits - logits.max(-1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  return np.take_along_axis(logp, tokens[..., None], -1)[..., 0]
+
+
 def test_kl_in_reward_has_no_kl_loss_term_and_lowers_returns():
   logits, ref_logits, tokens, y1, y2 = _toy_trace(jax.random.key(4))
   r = jnp.ones(4)
-  cfg = LossConfig(beta1=0.1, kl_estimator='k1', kl_in_reward=True, baseline='none')
+  beta = 0.1
+  cfg = LossConfig(beta1=beta, kl_estimator='exact', kl_in_reward=True, baseline='none',
+                   alpha=0.0)
   logp = losses.token_log_probs(logits, tokens)
-  kl = losses.kl_per_token(cfg, logp, losses.token_log_probs(ref_logits, tokens))
+  kl = losses.kl_per_token(cfg, logp, losses.token_log_probs(ref_logits, tokens), logits,
+                           ref_logits)
   _, m = losses.stage_two_loss(logp, kl, y1, y2, r, r, cfg)
   assert float(m['kl_loss']) == 0.0
+  # Hand-derived returns: r - beta * (the turn's summed exact KL, from numpy). With no
+  # baseline the advantage is the return, so |A| = 1 - beta * KL_seq < 1 = r.
+  kl_np = _np_kl(np.asarray(logits), np.asarray(ref_logits))
+  for turn, mask in (('y1', y1), ('y2', y2)):
+    returns = 1.0 - beta * np.where(np.asarray(mask), kl_np, 0.0).sum(1)
+    assert (returns < 1.0).all() and (returns > 0).all()
+    assert float(m[f'{turn}/advantage_abs']) == pytest.approx(np.mean(returns), rel=1e-5)
+
+
+def test_kl_in_reward_gradient_is_reinforce_on_the_kl_penalised_return():
+  logits, ref_logits, tokens, y1, y2 = _toy_trace(jax.random.key(5))
+  r1 = jnp.array([1.0, 0.0, 1.0, 0.0])
+  r2 = jnp.array([1.0, 1.0, 0.0, 0.0])
+  cfg = LossConfig(beta1=0.3, kl_estimator='k1', kl_in_reward=True, baseline='none',
+                   alpha=2.0)
+  args = (ref_logits, tokens, y1, y2, r1, r2)
+  grad = jax.grad(lambda l: _stage_loss(losses.stage_two_loss, cfg, l, *args))(logits)
+  # The penalty is a constant of the gradient: k1 per token from numpy, summed per turn.
+  k1 = _np_logp(np.asarray(logits), np.asarray(tokens)) - _np_logp(
+      np.asarray(ref_logits), np.asarray(tokens))
+  ret1 = np.asarray(r1) - 0.3 * np.where(np.asarray(y1), k1, 0).sum(1)
+  r2_hat = np.asarray(r2) + 2.0 * (np.asarray(r2) - np.asarray(r1))
+  ret2 = r2_hat - 0.3 * np.where(np.asarray(y2), k1, 0).sum(1)
+
+  def by_hand(l):
+    logp = losses.token_log_probs(l, tokens)
+    return -jnp.mean(ret1 * jnp.sum(jnp.where(y1, logp, 0), 1)
+                     + ret2 * jnp.sum(jnp.where(y2, logp, 0), 1))
+
+  np.testing.assert_allclose(grad, jax.grad(by_hand)(logits), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('stage', ['stage1', 'stage2'])
+def test_credit_y1_with_y2_weights_y1_by_the_episode_return(stage):
+  logits, ref_logits, tokens, y1, y2 = _toy_trace(jax.random.key(6))
+  r1 = jnp.array([1.0, 0.0, 1.0, 0.0])
+  r2 = jnp.array([1.0, 1.0, 0.0, 0.0])
+  fn = losses.stage_one_loss if stage == 'stage1' else losses.stage_two_loss
+  args = (ref_logits, tokens, y1, y2, r1, r2)
+
+  def grad(credit):
+    cfg = LossConfig(beta1=0.0, beta2=0.0, alpha=3.0, baseline='none',
+                     credit_y1_with_y2=credit)
+    return jax.grad(lambda l: _stage_loss(fn, cfg, l, *args))(logits)
+
+  # By hand (shared/design/score-method.md): Stage I rewards y2 only, so y1's
+  # return is r2 when credited, else 0; Stage II's y1 return is r1 + r2_hat
+  # when credited, else r1, with r2_hat = r2 + alpha (r2 - r1).
+  r1n, r2n = np.asarray(r1), np.asarray(r2)
+  r2_hat = r2n + 3.0 * (r2n - r1n)
+  ret1, ret2 = (r2n, r2n) if stage == 'stage1' else (r1n + r2_hat, r2_hat)
+
+  def by_hand(l):
+    logp = losses.token_log_probs(l, tokens)
+    return -jnp.mean(ret1 * jnp.sum(jnp.where(y1, logp, 0), 1)
+                     + ret2 * jnp.sum(jnp.where(y2, logp, 0), 1))
+
+  credited = grad(True)
+  np.testing.assert_allclose(credited, jax.grad(by_hand)(logits), rtol=1e-5, atol=1e-7)
+  # Only y1's gradient changes.
+  plain = grad(False)
+  np.testing.assert_allclose(credited[y2], plain[y2], rtol=1e-6)
+  assert float(jnp.abs(credited[y1] - plain[y1]).max()) > 1e-3
+
+
+def test_token_normalisation_divides_by_all_scored_tokens():
+  logits, ref_logits, tokens, y1, y2 = _toy_trace(jax.random.key(7))
+  y2 = y2.at[0, 5].set(False).at[1, 4:6].set(False)   # y2 lengths 1, 0, 2, 2
+  r1 = jnp.array([1.0, 0.0, 1.0, 0.0])
+  r2 = jnp.array([1.0, 1.0, 0.0, 1.0])
+  beta, alpha = 0.2, 1.5
+  args = (ref_logits, tokens, y1, y2, r1, r2)
+  token = LossConfig(beta1=beta, alpha=alpha, baseline='none', normalize='token')
+  got = float(_stage_loss(losses.stage_two_loss, token, logits, *args))
+  # By hand in numpy: every scored token (8 of y1, 5 of y2) weighs 1/13.
+  logp = _np_logp(np.asarray(logits), np.asarray(tokens))
+  kl = _np_kl(np.asarray(logits), np.asarray(ref_logits))
+  m1, m2 = np.asarray(y1), np.asarray(y2)
+  r1n, r2n = np.asarray(r1), np.asarray(r2)
+  r2_hat = r2n + alpha * (r2n - r1n)
+  n = m1.sum() + m2.sum()
+  assert n == 13
+  pg = -((r1n[:, None] * logp * m1).sum() + (r2_hat[:, None] * logp * m2).sum()) / n
+  want = pg + beta * ((kl * m1).sum() + (kl * m2).sum()) / n
+  assert got == pytest.approx(want, rel=1e-5)
+  sequence = LossConfig(beta1=beta, alpha=alpha, baseline='none', normalize='sequence')
+  assert float(_stage_loss(losses.stage_two_loss, sequence, logits, *args)) != (
+      pytest.approx(want, rel=1e-3))
 
 
 def test_sft_loss_is_mean_nll_over_targets():
