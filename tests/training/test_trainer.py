@@ -1,9 +1,5 @@
 """The online loop on the real path: sampler -> rewards -> jitted step -> checkpoints."""
 import dataclasses
-import os
-import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -13,8 +9,6 @@ from score_jax.data import synthetic
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import stage_at, train_score
 from tests.training.tiny_config import tiny_config
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(workdir, **train):
@@ -82,34 +76,41 @@ def test_resume_is_exact(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize('args, expected', [
-    (['--config.model.preset=gemma9_huge'], "unknown model preset 'gemma9_huge'"),
-    (['--config.task.name=sudoku'], 'sudoku'),
-    (['--config.mesh.strategy=zigzag'], "unknown sharding strategy 'zigzag'"),
-    (['--config.train.no_such_field=1'], 'no_such_field'),
-    (['--no_such_flag'], 'no_such_flag'),
-])
-def test_bad_flags_exit_with_one_line(args, expected, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  proc = subprocess.run(
-      [sys.executable, str(REPO / 'launch' / 'train.py'), '--config=configs/tiny.py',
-       f'--config.workdir={tmp_path}', *args],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode != 0
-  lines = [l for l in proc.stderr.splitlines() if l.strip()]
-  errors = [l for l in lines if expected in l]
-  assert errors, proc.stderr[-2000:]
-  assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+class RecordingExperiment(Experiment):
+  """The real Experiment; it also keeps each rollout's inputs and outputs."""
+
+  def __init__(self, *a, **kw):
+    super().__init__(*a, **kw)
+    self.calls = []
+
+  def rollout(self, params, batch, examples, key, **kw):
+    ro = super().rollout(params, batch, examples, key, **kw)
+    self.calls.append((batch, kw, ro))
+    return ro
 
 
 def test_base_y1_rows_join_stage_two(tmp_path):
-  """The paper's Stage II trick adds rows whose y1 the base model sampled."""
-  cfg = _config(tmp_path, schedule=(('stage1', 1), ('stage2', 1)), base_y1_fraction=0.5)
-  exp = Experiment(cfg)
-  base = exp.init_params(0)
-  hist = train_score(exp, base, base).history
+  """The paper's Stage II trick adds rows whose y1 the base (reference) model sampled.
+
+  Greedy decoding and two different random models as policy and reference: the
+  extra rows' y1 must be the reference's own greedy answer, not the policy's.
+  """
+  cfg = _config(tmp_path, schedule=(('stage2', 1),), base_y1_fraction=0.5)
+  cfg.sampling.temperature = 0.0
+  exp = RecordingExperiment(cfg)
+  policy, reference = exp.init_params(0), exp.init_params(1)
+  hist = train_score(exp, policy, reference).history
   k, b = cfg.train.samples_per_prompt, cfg.data.batch_size
-  assert [h['rows'] for h in hist] == [b * k, (b + b // 2) * k]
+  assert [h['rows'] for h in hist] == [(b + b // 2) * k]
+  extra = [(batch, ro) for batch, kw, ro in exp.calls if kw.get('y1_ids') is not None]
+  assert len(extra) == 1
+  batch, ro = extra[0]
+  assert len(ro.y1_ids) == (b // 2) * k
+  examples = exp.task.load_examples('train')
+  greedy = lambda params: exp.rollout(exp.for_sampling(params), batch, examples,
+                                      jax.random.key(0), temperature=0.0, repeat=k).y1_ids
+  assert ro.y1_ids == greedy(reference)
+  assert ro.y1_ids != greedy(policy)   # the two models answer differently
 
 
 def test_nan_guard_stops_with_a_clear_message(tmp_path):
@@ -142,8 +143,10 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
   batch['y2_mask'][:, 8:11] = True
   halves = [{k: v[:8] for k, v in batch.items()}, {k: v[8:] for k, v in batch.items()}]
 
+  lr = 1e-2
+
   def run(accum, batches):
-    tx = state_lib.make_optimizer(state_lib.OptimConfig(learning_rate=1e-2,
+    tx = state_lib.make_optimizer(state_lib.OptimConfig(learning_rate=lr,
                                                         grad_accum_steps=accum))
     shard = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
     state = state_lib.init_train_state(params, tx, jax.random.key(0), shard)
@@ -153,11 +156,22 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
       state, _ = fn(state, params, bt)
     return state.params
 
-  big = run(1, [batch])
-  accumulated = run(2, halves)
-  for a, b_ in zip(jax.tree.leaves(big), jax.tree.leaves(accumulated)):
-    # Adam divides by sqrt(v): float32 rounding of near-zero grads shows at ~1e-6.
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b_), rtol=1e-4, atol=1e-5)
+  flat = lambda tree: np.concatenate([np.asarray(x, np.float64).ravel()
+                                      for x in jax.tree.leaves(tree)])
+  before = flat(params)
+  big = flat(run(1, [batch])) - before
+  accumulated = flat(run(2, halves)) - before
+  # Adam's first update is u = lr * g / (|g| + eps) per element (eps = 1e-8). The two
+  # runs sum the same per-row gradients in different orders, so g differs by float32
+  # rounding, dg <~ 1e-8 (unit roundoff 6e-8 on gradient sums <~ 0.1). That moves u
+  # by lr * eps * dg / (|g| + eps)^2: at most 1e-5 = lr * 1e-3 once |g| >= 1e-6, but
+  # by up to lr where g cancels to within rounding of 0 -- there one summation order
+  # (one jax version's) is as right as another. So compare where |g| >= 1e-6, i.e.
+  # |u| >= 0.99 lr, or where g is exactly 0 (tokens absent from the batch); that
+  # must be nearly every weight. Dropping a micro-batch flips many updates (by 2 lr).
+  determined = (np.abs(big) >= 0.99 * lr) | (big == 0)
+  assert determined.mean() > 0.95, determined.mean()
+  np.testing.assert_allclose(accumulated[determined], big[determined], rtol=1e-4,
+                             atol=lr * 1e-3)
   # and the accumulated update really moved the weights
-  assert any(not np.array_equal(np.asarray(a), np.asarray(p))
-             for a, p in zip(jax.tree.leaves(accumulated), jax.tree.leaves(params)))
+  assert np.abs(accumulated).max() > lr / 2
