@@ -1,4 +1,5 @@
 # Two commands a newcomer runs: `make demo` and `make test`. Each sets up .venv first.
+# Another interpreter in its own venv: `make test VENV=.venv312 PYTHON=python3.12`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -31,4 +32,4 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv312 runs .pytest_cache
