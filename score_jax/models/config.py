@@ -157,6 +157,20 @@ def _gemma3(name, **kw):
       rope_base_global=1_000_000.0, rope_base_local=10_000.0, **kw)
 
 
+def _gemma4(name, **kw):
+  """Gemma 4 text decoder. Published dims: the text_config of google/gemma-4-*'s
+  config.json (transcribed in public parsers, e.g. tests of Go/Swift Gemma 4 ports),
+  consistent with transformers' Gemma4TextConfig defaults (configuration_gemma4.py)."""
+  return ModelConfig(
+      name=name, architecture='gemma4', vocab_size=kw.pop('vocab_size', 262_144),
+      attention_pattern=kw.pop('attention_pattern', _GEMMA3_PATTERN),
+      head_dim=kw.pop('head_dim', 256), global_head_dim=kw.pop('global_head_dim', 512),
+      final_logit_softcap=30.0, rope_base_global=1_000_000.0, rope_base_local=10_000.0,
+      rope_fraction_global=0.25, **kw)
+
+
+_GEMMA4_E_PATTERN = (_L, _L, _L, _L, _G)
+
 PRESETS: dict[str, ModelConfig] = {
     # Gemma 1 (Feb 2024).
     'gemma_2b': _gemma1('gemma_2b', num_layers=18, embed_dim=2048, hidden_dim=16_384,
@@ -192,6 +206,23 @@ PRESETS: dict[str, ModelConfig] = {
                           num_heads=32, num_kv_heads=16, head_dim=128,
                           query_pre_attn_scalar=5376 // 32, sliding_window=1024,
                           rope_scale_global=8.0),
+    # Gemma 4, text decoder (Apr 2026): E2B/E4B with per-layer embeddings and KV
+    # sharing, a 26B mixture of experts (4B active) and a 31B dense model.
+    'gemma4_e2b': _gemma4('gemma4_e2b', num_layers=35, embed_dim=1536, hidden_dim=6144,
+                          num_heads=8, num_kv_heads=1, sliding_window=512,
+                          attention_pattern=_GEMMA4_E_PATTERN, per_layer_input_dim=256,
+                          num_kv_shared_layers=20, use_double_wide_mlp=True),
+    'gemma4_e4b': _gemma4('gemma4_e4b', num_layers=42, embed_dim=2560, hidden_dim=10_240,
+                          num_heads=8, num_kv_heads=2, sliding_window=512,
+                          per_layer_input_dim=256, num_kv_shared_layers=18),
+    'gemma4_26b_a4b': _gemma4('gemma4_26b_a4b', num_layers=30, embed_dim=2816,
+                              hidden_dim=2112, num_heads=16, num_kv_heads=8,
+                              num_global_kv_heads=2, attention_k_eq_v=True,
+                              sliding_window=1024, num_experts=128,
+                              num_experts_per_token=8, expert_hidden_dim=704),
+    'gemma4_31b': _gemma4('gemma4_31b', num_layers=60, embed_dim=5376, hidden_dim=21_504,
+                          num_heads=32, num_kv_heads=16, num_global_kv_heads=4,
+                          attention_k_eq_v=True, sliding_window=1024),
     # Tiny presets: every architectural feature of their generation, CPU-sized.
     'gemma_tiny': _gemma1('gemma_tiny', num_layers=2, vocab_size=256, embed_dim=64,
                           hidden_dim=128, num_heads=4, num_kv_heads=1, head_dim=16),
@@ -202,6 +233,20 @@ PRESETS: dict[str, ModelConfig] = {
                            hidden_dim=128, num_heads=4, num_kv_heads=2, head_dim=16,
                            query_pre_attn_scalar=24, sliding_window=8,
                            rope_scale_global=8.0),
+    # Gemma 4 tiny: distinct global head_dim / kv heads, k == v, PLE, the last period
+    # KV-shared with double-wide MLPs; and the mixture-of-experts variant.
+    'gemma4_tiny': _gemma4('gemma4_tiny', num_layers=6, vocab_size=256, embed_dim=64,
+                           hidden_dim=128, num_heads=4, num_kv_heads=2, head_dim=16,
+                           global_head_dim=32, num_global_kv_heads=1,
+                           attention_k_eq_v=True, sliding_window=8,
+                           attention_pattern=(_L, _L, _G), per_layer_input_dim=8,
+                           num_kv_shared_layers=3, use_double_wide_mlp=True),
+    'gemma4_moe_tiny': _gemma4('gemma4_moe_tiny', num_layers=4, vocab_size=256,
+                               embed_dim=64, hidden_dim=64, num_heads=4, num_kv_heads=2,
+                               head_dim=16, global_head_dim=32, num_global_kv_heads=1,
+                               attention_k_eq_v=True, sliding_window=8,
+                               attention_pattern=(_L, _G), num_experts=4,
+                               num_experts_per_token=2, expert_hidden_dim=32),
     # ~100M parameters, for CPU benchmarks of the sampler and trainer.
     'gemma3_100m': _gemma3('gemma3_100m', num_layers=16, vocab_size=32_768,
                            embed_dim=640, hidden_dim=2048, num_heads=4, num_kv_heads=1,

@@ -199,8 +199,7 @@ class _Runner:
 
     def one(x_BTD, i):
       kind, j = self.kinds[i], self.idx[i]
-      state = self._slice(self.split[kind][1], j, 1)
-      state = jax.tree.map(lambda a: a[0], state)
+      state = jax.tree.map(lambda a: a[j], self.split[kind][1])
       ple = None if self.ple_LBTP is None else self.ple_LBTP[i]
       kv = None if cache_kv is None else jax.tree.map(lambda a: a[j], cache_kv[kind])
       x_BTD, new_kv = self._layer(x_BTD, kind, state, ple, kv, shared)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from score_jax.models import Transformer, causal_mask, get_preset
+from score_jax.models import Transformer, causal_mask, create_model, get_preset
 
 
 
@@ -23,7 +23,7 @@ def _fast_compiles():
 
 @functools.lru_cache(maxsize=None)
 def _model(preset: str) -> Transformer:
-  model = Transformer(get_preset(preset), rngs=nnx.Rngs(0))
+  model = create_model(get_preset(preset), rngs=nnx.Rngs(0))
   # Gemma's init (std 0.01) gives near-uniform logits and std 1 a point mass on
   # the input token (the embedding is tied); std 0.1 gives peaked but varied
   # next-token distributions, so position or mask errors show in every check.

@@ -14,7 +14,7 @@ import pytest
 
 from score_jax.sampling import Sampler, SamplingConfig, turn_ids
 
-PRESETS = ('gemma_tiny', 'gemma2_tiny', 'gemma3_tiny')
+PRESETS = ('gemma_tiny', 'gemma2_tiny', 'gemma3_tiny', 'gemma4_tiny', 'gemma4_moe_tiny')
 
 M1, M2 = 12, 10
 TAIL = [10, 20, 30, 40, 10]        # the correction chunk after its first token
