@@ -17,7 +17,8 @@ from absl import logging
 import common  # pylint: disable=unused-import  (sets sys.path, defines --config)
 from score_jax.training import report
 from score_jax.training.base_model import load_or_train_base
-from score_jax.training.trainer import train_score
+from score_jax.training.checkpoint import ResumeRefused
+from score_jax.training.trainer import check_resume, train_score
 
 
 def main(argv):
@@ -25,6 +26,10 @@ def main(argv):
   common.maybe_initialize_distributed(cfg)
   t_start = time.time()
   exp = common.build_experiment(cfg)
+  try:
+    check_resume(exp, phase='score')   # before the warm-up (see launch/train.py)
+  except ResumeRefused as e:
+    common.fail(str(e))
   timings = {}
 
   t0 = time.time()

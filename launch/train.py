@@ -5,7 +5,20 @@
 The base (reference) model is config.model.checkpoint, or for the synthetic task
 the cached supervised warm-up. Progress bars show step rate and ETA; metrics go to
 <workdir>/score/metrics.jsonl and TensorBoard; Orbax checkpoints to
-<workdir>/score/checkpoints (the run resumes from the latest one by default).
+<workdir>/score/checkpoints.
+
+Resuming. A rerun with the same workdir continues from the newest intact
+checkpoint (config.checkpoint.resume=False starts over). It refuses, in one
+line and before any work, a checkpoint of another model (naming the parameter,
+both shapes and the config field) or one trained under another config (naming
+the changed fields: any that change what is trained; not workdir, mesh, eval,
+logging or checkpoint settings). To start fresh, pass a new --config.workdir; to
+continue deliberately under the new config, pass
+--config.checkpoint.force_resume=True (the checkpoint then records the change).
+A rerun of a finished run trains nothing and says so. A damaged newest step is
+moved to <workdir>/score/checkpoints/damaged and the run resumes from the step
+before it. SIGTERM (preemption) or Ctrl-C saves the current step and exits 0;
+rerun the same command to resume.
 """
 from __future__ import annotations
 
@@ -15,7 +28,8 @@ from absl import logging
 import common
 from score_jax import evaluation
 from score_jax.training.base_model import load_or_train_base
-from score_jax.training.trainer import train_score
+from score_jax.training.checkpoint import ResumeRefused
+from score_jax.training.trainer import check_resume, train_score
 
 EVALUATE = flags.DEFINE_bool('evaluate', True, 'Evaluate base and trained policy at the end.')
 
@@ -24,6 +38,10 @@ def main(argv):
   cfg = common.CONFIG.value
   common.maybe_initialize_distributed(cfg)
   exp = common.build_experiment(cfg)
+  try:
+    check_resume(exp, phase='score')   # before the base model's warm-up
+  except ResumeRefused as e:
+    common.fail(str(e))
   base = load_or_train_base(exp)
   result = train_score(exp, base, base, phase='score')
   logging.info('trained %d steps', result.steps)

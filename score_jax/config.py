@@ -82,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep_best = True
   c.checkpoint.async_save = True
   c.checkpoint.resume = True       # continue from the latest checkpoint in workdir
+  c.checkpoint.force_resume = False  # resume even if the config's fingerprint changed
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.strategy = 'dp'

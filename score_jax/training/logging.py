@@ -1,8 +1,12 @@
-"""Metrics out of a run: a JSONL file, TensorBoard event files, and a progress bar."""
+"""Metrics out of a run: a JSONL file, TensorBoard event files, and a progress bar.
+
+A resumed run first rewinds both to its checkpoint's step, so each step is logged once.
+"""
 from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any, Mapping
@@ -20,6 +24,17 @@ def _scalar(v: Any) -> float | None:
   return x
 
 
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """The float-valued metrics ('nan' and 'inf' strings, as JSON holds them, included)."""
+  scalars = {k: _scalar(v) for k, v in metrics.items()}
+  return {k: v for k, v in scalars.items() if v is not None}
+
+
+def _summary_writer(tb_dir: pathlib.Path):
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(str(tb_dir))
+
+
 class MetricsWriter:
   """Appends {'phase', 'step', metrics...} lines to metrics.jsonl and TensorBoard.
 
@@ -34,21 +49,55 @@ class MetricsWriter:
     self._tb = None
     if self.enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(self.tb_dir))
+      self._tb = _summary_writer(self.tb_dir)
 
   def write(self, phase: str, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
-    scalars = {k: _scalar(v) for k, v in metrics.items()}
-    scalars = {k: v for k, v in scalars.items() if v is not None}
+    scalars = _scalars(metrics)
     line = {'phase': phase, 'step': int(step), 'time': time.time()}
     line.update({k: v for k, v in metrics.items() if isinstance(v, str)})
     line.update({k: (v if math.isfinite(v) else str(v)) for k, v in scalars.items()})
     with self.jsonl_path.open('a') as f:
       f.write(json.dumps(line) + '\n')
+    self._add_scalars(phase, step, scalars, line['time'])
+
+  def _add_scalars(self, phase: str, step: int, scalars: Mapping[str, float],
+                   walltime: float | None) -> None:
     for k, v in scalars.items():
-      self._tb.add_scalar(f'{phase}/{k}', v, int(step))
+      self._tb.add_scalar(f'{phase}/{k}', v, int(step), walltime=walltime)
+
+  def rewind(self, phase: str, step: int) -> int:
+    """Drops `phase`'s lines after `step`: a resumed run writes those steps again.
+
+    metrics.jsonl is rewritten without them (a torn last line from a hard kill
+    goes too); TensorBoard event files cannot be edited, so they are rebuilt
+    from the kept lines, which hold the same scalars. Returns the lines dropped.
+    """
+    if not self.enabled or not self.jsonl_path.exists():
+      return 0
+    raw = [l for l in self.jsonl_path.read_text().splitlines() if l.strip()]
+    lines = []
+    for text in raw:
+      try:
+        lines.append(json.loads(text))
+      except json.JSONDecodeError:
+        continue
+    keep = [l for l in lines if l.get('phase') != phase or int(l.get('step', 0)) <= step]
+    if len(keep) == len(raw):
+      return 0
+    tmp = self.jsonl_path.with_name(self.jsonl_path.name + '.tmp')
+    tmp.write_text(''.join(json.dumps(l) + '\n' for l in keep))
+    os.replace(tmp, self.jsonl_path)
+    self._tb.close()
+    for f in self.tb_dir.glob('events.out.tfevents.*'):
+      f.unlink()
+    self._tb = _summary_writer(self.tb_dir)
+    for l in keep:
+      metrics = {k: v for k, v in l.items() if k not in ('phase', 'step', 'time')}
+      self._add_scalars(l['phase'], l['step'], _scalars(metrics), l.get('time'))
+    self._tb.flush()
+    return len(raw) - len(keep)
 
   def close(self) -> None:
     if self._tb is not None:

@@ -9,28 +9,35 @@ A `dpo` stage samples the same way, scores each prompt's k episodes
 (config.dpo.scorer) and takes a DPO step on the best vs the worst of them.
 The stage schedule is a list of (stage, steps) segments run in order; the
 checkpoint stores the global step, so a resumed run re-enters the right segment
-and the data iterator continues where it stopped.
+and the data iterator continues where it stopped. A resume first checks the
+checkpoint against this run (shapes and config fingerprint, see resume.py);
+SIGTERM / SIGINT save the current step and exit 0 (preemption.py).
 """
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import time
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
+import optax
 from absl import logging
 from flax import nnx
 
 from score_jax import config as config_lib
+from score_jax.models import Transformer
 from score_jax.preference import online as online_lib
 from score_jax.sampling import trace as trace_lib
+from score_jax.training import resume as resume_lib
 from score_jax.training import sharding as sh
 from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment, finite_or_raise, to_global
 from score_jax.training.logging import MetricsWriter, progress
+from score_jax.training.preemption import Preempted, StopOnSignal
 
 
 def stage_at(schedule: Sequence[tuple[str, int]], step: int) -> str | None:
@@ -73,6 +80,82 @@ def _concat_batches(a: dict, b: dict) -> dict:
   return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
+@dataclasses.dataclass
+class _Plan:
+  """What train_score and check_resume both derive from the config and arguments."""
+  schedule: list[tuple[str, int]]
+  total: int
+  seed: int
+  workdir: pathlib.Path
+  tx: optax.GradientTransformation
+  fingerprint: dict
+
+
+def _plan(exp: Experiment, schedule, seed, workdir, phase: str) -> _Plan:
+  cfg = exp.cfg
+  seed = cfg.seed if seed is None else seed
+  schedule = list(schedule if schedule is not None else config_lib.schedule(cfg))
+  total = sum(n for _, n in schedule)
+  optim_cfg = dataclasses.replace(config_lib.optim_config(cfg), total_steps=total)
+  return _Plan(schedule, total, seed,
+               pathlib.Path(exp.workdir / phase if workdir is None else workdir),
+               state_lib.make_optimizer(optim_cfg), resume_lib.fingerprint(cfg, schedule, seed))
+
+
+def _checkpointer(exp: Experiment, plan: _Plan) -> Checkpointer:
+  c = exp.cfg.checkpoint
+  return Checkpointer(CheckpointConfig(
+      directory=str(plan.workdir / 'checkpoints'), every=c.every, keep=c.keep,
+      keep_best=c.keep_best, async_save=c.async_save))
+
+
+def _abstract_params(exp: Experiment) -> nnx.State:
+  return nnx.eval_shape(lambda: nnx.state(Transformer(exp.model_cfg, rngs=nnx.Rngs(0))))
+
+
+def _resume(exp: Experiment, plan: _Plan, ckpt: Checkpointer, state, restore: bool = True):
+  """(start step, state, data state or None, forced config changes so far)."""
+  cfg = exp.cfg
+  if not cfg.checkpoint.resume:
+    return 0, state, None, []
+  forced: list[dict] = []
+
+  def check(step: int, meta: dict) -> None:
+    changes = resume_lib.check_config(str(ckpt.root / 'latest'), step, meta, plan.fingerprint,
+                                      bool(cfg.checkpoint.get('force_resume', False)))
+    forced[:] = list(meta.get('forced', [])) + ([{'step': step, 'changes': changes}]
+                                                if changes else [])
+
+  found = ckpt.resume(state, check, describe=resume_lib.axis_fields(_abstract_params(exp)),
+                      restore=restore)
+  if found is None:
+    return 0, state, None, []
+  _, restored, data_state, meta = found
+  return int(meta['step']), (restored if restore else state), data_state, forced
+
+
+def check_resume(exp: Experiment, *, phase: str = 'score', schedule=None, seed=None,
+                 workdir=None) -> int | None:
+  """train_score's resume checks, before any work: they read checkpoint metadata only.
+
+  Raises checkpoint.ResumeRefused (a ValueError, one line) when the workdir's
+  checkpoint is of another model or config; sets damaged steps aside. Returns the
+  step train_score would resume from (None: a fresh start). Launchers call it
+  before building the base model, so a doomed resume costs no warm-up.
+  """
+  plan = _plan(exp, schedule, seed, workdir, phase)
+  abstract = _abstract_params(exp)
+  shardings = state_lib.state_shardings(abstract, plan.tx, exp.mesh, exp.strategy.rules)
+  state = jax.eval_shape(lambda p: state_lib.init_train_state(
+      p, plan.tx, jax.random.key(plan.seed), shardings), abstract)
+  ckpt = _checkpointer(exp, plan)
+  try:
+    start = _resume(exp, plan, ckpt, state, restore=False)[0]
+  finally:
+    ckpt.close()
+  return start or None
+
+
 def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
                 schedule: Sequence[tuple[str, int]] | None = None,
                 workdir=None, phase: str = 'score', seed: int | None = None,
@@ -80,108 +163,116 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
                 stop_after: int | None = None) -> ScoreResult:
   """Runs the stage schedule from `params` against the frozen `ref_params`.
 
-  Resumes from the latest checkpoint under `workdir` when config.checkpoint.resume.
+  Resumes from the newest intact checkpoint under `workdir` when
+  config.checkpoint.resume, after check_resume's checks; metrics logged after
+  that step are dropped, as the run writes them again. SIGTERM / SIGINT: save
+  this step, then raise preemption.Preempted (exit code 0).
   `stop_after`: end (with a checkpoint) after this many steps of this call, as if
   killed; used to test exact resumption.
   """
   cfg = exp.cfg
-  seed = cfg.seed if seed is None else seed
-  schedule = list(schedule if schedule is not None else config_lib.schedule(cfg))
-  total = sum(n for _, n in schedule)
-  workdir = exp.workdir / phase if workdir is None else workdir
+  plan = _plan(exp, schedule, seed, workdir, phase)
+  schedule, total, tx = plan.schedule, plan.total, plan.tx
   loss_cfg = config_lib.loss_config(cfg)
-  optim_cfg = dataclasses.replace(config_lib.optim_config(cfg), total_steps=total)
-  tx = state_lib.make_optimizer(optim_cfg)
   shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
-  state = state_lib.init_train_state(params, tx, jax.random.key(seed), shardings)
+  state = state_lib.init_train_state(params, tx, jax.random.key(plan.seed), shardings)
   ref_params = jax.device_put(ref_params, shardings.params)
   pairs = online_lib.OnlinePairs(exp, ref_params) if any(
       s == 'dpo' for s, _ in schedule) else None
 
   examples = exp.task.load_examples('train')
-  pipeline = exp.pipeline(examples, cfg.data.batch_size, seed=seed, train=True)
+  pipeline = exp.pipeline(examples, cfg.data.batch_size, seed=plan.seed, train=True)
   data_it = iter(pipeline)
-  ckpt = Checkpointer(CheckpointConfig(
-      directory=str(workdir / 'checkpoints'), every=cfg.checkpoint.every,
-      keep=cfg.checkpoint.keep, keep_best=cfg.checkpoint.keep_best,
-      async_save=cfg.checkpoint.async_save))
-  start = 0
-  if cfg.checkpoint.resume and ckpt.latest_step() is not None:
-    state, data_state, meta = ckpt.restore(state)
+  ckpt = _checkpointer(exp, plan)
+  start, state, data_state, forced = _resume(exp, plan, ckpt, state)
+  if data_state is not None:
     data_it.set_state(data_state)
-    start = int(meta['step'])
-    logging.info('%s: resumed at step %d (%s)', phase, start, meta.get('stage'))
+    logging.info('%s: resumed at step %d', phase, start)
+    if start >= total:
+      logging.warning('%s: the checkpoint at step %d already completes this schedule (%d '
+                      'steps) under this config; nothing to train. A new --config.workdir '
+                      'trains afresh.', phase, start, total)
 
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(plan.workdir)
+  writer.rewind(phase, start)
   k = cfg.train.samples_per_prompt
   temperature = float(cfg.sampling.temperature)
   steps_fns: dict[str, Callable] = {}
   history: list[dict] = []
   window: list[float] = []
   bar = progress(total, f'{phase}', initial=start)
-  key = jax.random.key(seed + 1)
+  key = jax.random.key(plan.seed + 1)
   ref_sample_params = None   # the frozen reference's sampler copy, made once if needed
   step = start
-  try:
-    while step < total and (stop_after is None or step < start + stop_after):
-      stage = stage_at(schedule, step)
-      batch = next(data_it)
-      step_key = jax.random.fold_in(key, step)
-      sample_params = exp.for_sampling(state.params)
-      ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature,
-                       repeat=k)
-      train_batch = ro.train_batch()
-      if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
-        if ref_sample_params is None:
-          ref_sample_params = exp.for_sampling(ref_params)
-        extra = _with_base_y1(exp, ref_sample_params, batch, examples, step_key, k,
-                              cfg.train.base_y1_fraction, temperature, sample_params)
-        if extra is not None:
-          train_batch = _concat_batches(train_batch, extra.train_batch())
-      pair_stats = {}
-      if stage == 'dpo':
-        train_batch, pair_stats = pairs.batch(ro, batch, examples, k)
-      t0 = time.perf_counter()
-      global_batch = to_global(train_batch, exp)
-      if stage not in steps_fns:
-        act = None
-        if cfg.mesh.constrain_activations:
-          b, t = global_batch['tokens'].shape
-          act = sh.activation_sharding(exp.mesh, exp.strategy.rules,
-                                       (b, t, exp.model_cfg.embed_dim))
-        steps_fns[stage] = step_lib.compile_step(
-            exp.graphdef, tx, pairs.loss_cfg if stage == 'dpo' else loss_cfg, stage,
-            exp.mesh, exp.strategy.rules, shardings, shardings.params, global_batch, activation_sharding=act)
-      state, metrics = steps_fns[stage](state, ref_params, global_batch)
-      host = finite_or_raise(metrics, f'{phase}/{stage}', step)
-      update_s = time.perf_counter() - t0
-      step += 1
-      # Rewards are per process; every process logs and ranks checkpoints by the mean
-      # over all of them (one small all-gather).
-      acc_t1, acc_t2 = sh.global_mean(ro.r1), sh.global_mean(ro.r2)
-      window.append((acc_t1 + acc_t2) / 2)
-      window = window[-max(cfg.train.log_every, 1):]
-      host.update(pair_stats)
-      host.update(stage=stage, acc_t1=acc_t1, acc_t2=acc_t2,
-                  rows=float(len(train_batch['tokens'])),
-                  time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
-                  time_update_s=update_s)
-      history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))
-      if step % max(cfg.train.log_every, 1) == 0 or step == total:
-        writer.write(phase, step, host)
-        if on_log is not None:
-          on_log(step, host)
-      bar.set_postfix(stage=stage, t1=f'{host["acc_t1"]:.2f}', t2=f'{host["acc_t2"]:.2f}')
-      bar.update(1)
-      stopping = step == total or (stop_after is not None and step == start + stop_after)
-      if ckpt.should_save(step, stopping):
-        ckpt.save(step, state, data_it.get_state(), {'step': step, 'stage': stage},
-                  train_reward=float(np.mean(window)))
-  finally:
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
+  with StopOnSignal() as stop:
+    try:
+      while step < total and (stop_after is None or step < start + stop_after):
+        stage = stage_at(schedule, step)
+        batch = next(data_it)
+        step_key = jax.random.fold_in(key, step)
+        sample_params = exp.for_sampling(state.params)
+        ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature,
+                         repeat=k)
+        train_batch = ro.train_batch()
+        if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
+          if ref_sample_params is None:
+            ref_sample_params = exp.for_sampling(ref_params)
+          extra = _with_base_y1(exp, ref_sample_params, batch, examples, step_key, k,
+                                cfg.train.base_y1_fraction, temperature, sample_params)
+          if extra is not None:
+            train_batch = _concat_batches(train_batch, extra.train_batch())
+        pair_stats = {}
+        if stage == 'dpo':
+          train_batch, pair_stats = pairs.batch(ro, batch, examples, k)
+        t0 = time.perf_counter()
+        global_batch = to_global(train_batch, exp)
+        if stage not in steps_fns:
+          act = None
+          if cfg.mesh.constrain_activations:
+            b, t = global_batch['tokens'].shape
+            act = sh.activation_sharding(exp.mesh, exp.strategy.rules,
+                                         (b, t, exp.model_cfg.embed_dim))
+          steps_fns[stage] = step_lib.compile_step(
+              exp.graphdef, tx, pairs.loss_cfg if stage == 'dpo' else loss_cfg, stage,
+              exp.mesh, exp.strategy.rules, shardings, shardings.params, global_batch,
+              activation_sharding=act)
+        state, metrics = steps_fns[stage](state, ref_params, global_batch)
+        host = finite_or_raise(metrics, f'{phase}/{stage}', step)
+        update_s = time.perf_counter() - t0
+        step += 1
+        # Rewards are per process; every process logs and ranks checkpoints by the mean
+        # over all of them (one small all-gather).
+        acc_t1, acc_t2 = sh.global_mean(ro.r1), sh.global_mean(ro.r2)
+        window.append((acc_t1 + acc_t2) / 2)
+        window = window[-max(cfg.train.log_every, 1):]
+        host.update(pair_stats)
+        host.update(stage=stage, acc_t1=acc_t1, acc_t2=acc_t2,
+                    rows=float(len(train_batch['tokens'])),
+                    time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
+                    time_update_s=update_s)
+        history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))
+        if step % max(cfg.train.log_every, 1) == 0 or step == total:
+          writer.write(phase, step, host)
+          if on_log is not None:
+            on_log(step, host)
+        bar.set_postfix(stage=stage, t1=f'{host["acc_t1"]:.2f}', t2=f'{host["acc_t2"]:.2f}')
+        bar.update(1)
+        stopping = step == total or (stop_after is not None and step == start + stop_after)
+        signalled = stop.requested()   # collective: every process stops at this step
+        if ckpt.should_save(step, stopping) or signalled:
+          ckpt.save(step, state, data_it.get_state(),
+                    {'step': step, 'stage': stage, 'config': plan.fingerprint, 'forced': forced},
+                    train_reward=float(np.mean(window)))
+        if signalled and not stopping:
+          message = (f'{phase}: {stop.received or "another process was signalled"}; saved '
+                     f'step {step} of {total}; rerun the same command to resume')
+          logging.warning('%s', message)
+          raise Preempted(message)
+    finally:
+      bar.close()
+      ckpt.wait()
+      ckpt.close()
+      writer.close()
   return ScoreResult(params=state.params, steps=step, history=history)
 
 
@@ -229,6 +320,7 @@ def train_sft(exp: Experiment, params: nnx.State, traces: trace_lib.CorrectionTr
   shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
   state = state_lib.init_train_state(params, tx, jax.random.key(seed), shardings)
   writer = MetricsWriter(exp.workdir / phase)
+  writer.rewind(phase, 0)   # a rerun (after a kill) starts over: its old lines go
   batches = sft_batches(traces, target_mask, batch_size, seed)
   fn = None
   bar = progress(steps, phase)
