@@ -22,3 +22,19 @@ def tiny_config(workdir):
   c.train.log_every = 1
   c.checkpoint.every = 100
   return c
+
+
+def resume_config(workdir):
+  """tiny_config on 40 problems, 4 steps (2 Stage I, 2 Stage II), a checkpoint every 2.
+
+  Shared by the resume tests and their subprocesses (launcher config file, signal
+  worker), so all of them train the same run.
+  """
+  c = tiny_config(workdir)
+  c.task.fields.num_train = 40
+  c.task.fields.num_test = 15
+  c.data.batch_size = 4
+  c.train.schedule = (('stage1', 2), ('stage2', 2))
+  c.checkpoint.async_save = False
+  c.checkpoint.every = 2
+  return c
