@@ -27,7 +27,6 @@ from absl import logging
 from flax import nnx
 
 from score_jax import config as config_lib
-from score_jax.models import Transformer
 from score_jax.preference import online as online_lib
 from score_jax.sampling import trace as trace_lib
 from score_jax.training import resume as resume_lib
@@ -110,7 +109,8 @@ def _checkpointer(exp: Experiment, plan: _Plan) -> Checkpointer:
 
 
 def _abstract_params(exp: Experiment) -> nnx.State:
-  return nnx.eval_shape(lambda: nnx.state(Transformer(exp.model_cfg, rngs=nnx.Rngs(0))))
+  # Shapes and logical axes of the run's params, whatever builds them; no compute.
+  return nnx.eval_shape(lambda: exp.init_params(0))
 
 
 def _resume(exp: Experiment, plan: _Plan, ckpt: Checkpointer, state, restore: bool = True):
