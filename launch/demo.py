@@ -17,7 +17,6 @@ from absl import logging
 import common  # pylint: disable=unused-import  (sets sys.path, defines --config)
 from score_jax.training import report
 from score_jax.training.base_model import load_or_train_base
-from score_jax.training.checkpoint import ResumeRefused
 from score_jax.training.trainer import check_resume, train_score
 
 
@@ -26,10 +25,7 @@ def main(argv):
   common.maybe_initialize_distributed(cfg)
   t_start = time.time()
   exp = common.build_experiment(cfg)
-  try:
-    check_resume(exp, phase='score')   # before the warm-up (see launch/train.py)
-  except ResumeRefused as e:
-    common.fail(str(e))
+  check_resume(exp, phase='score')   # refuses (UserError: one line) before the warm-up
   timings = {}
 
   t0 = time.time()

@@ -28,7 +28,6 @@ from absl import logging
 import common
 from score_jax import evaluation
 from score_jax.training.base_model import load_or_train_base
-from score_jax.training.checkpoint import ResumeRefused
 from score_jax.training.trainer import check_resume, train_score
 
 EVALUATE = flags.DEFINE_bool('evaluate', True, 'Evaluate base and trained policy at the end.')
@@ -38,10 +37,7 @@ def main(argv):
   cfg = common.CONFIG.value
   common.maybe_initialize_distributed(cfg)
   exp = common.build_experiment(cfg)
-  try:
-    check_resume(exp, phase='score')   # before the base model's warm-up
-  except ResumeRefused as e:
-    common.fail(str(e))
+  check_resume(exp, phase='score')   # refuses (UserError: one line) before the warm-up
   base = load_or_train_base(exp)
   result = train_score(exp, base, base, phase='score')
   logging.info('trained %d steps', result.steps)

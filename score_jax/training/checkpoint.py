@@ -26,8 +26,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from score_jax.errors import UserError
 
-class ResumeRefused(ValueError):
+
+class ResumeRefused(UserError):
   """The checkpoint in the workdir cannot be continued by this run's config."""
 
 

@@ -138,7 +138,7 @@ def check_resume(exp: Experiment, *, phase: str = 'score', schedule=None, seed=N
                  workdir=None) -> int | None:
   """train_score's resume checks, before any work: they read checkpoint metadata only.
 
-  Raises checkpoint.ResumeRefused (a ValueError, one line) when the workdir's
+  Raises checkpoint.ResumeRefused (a UserError, one line) when the workdir's
   checkpoint is of another model or config; sets damaged steps aside. Returns the
   step train_score would resume from (None: a fresh start). Launchers call it
   before building the base model, so a doomed resume costs no warm-up.
