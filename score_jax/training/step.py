@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from score_jax import losses
+from score_jax.models import lora
 from score_jax.models.transformer import MAX_LOGITS, causal_mask, map_position_chunks
 from score_jax.training import sharding as sh
 from score_jax.training.state import TrainState
@@ -127,15 +128,20 @@ _LOSS_FNS = {'sft': sft_loss, 'dpo': dpo_step_loss}
 def train_step(state: TrainState, ref_params: nnx.State, batch: dict, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                loss_cfg: losses.LossConfig | losses.DPOConfig | None, stage: str,
-               activation_sharding=None):
-  """One optimizer update (or one accumulation micro-step under optax.MultiSteps)."""
+               activation_sharding=None, lora_scale: float | None = None):
+  """One optimizer update (or one accumulation micro-step under optax.MultiSteps).
+
+  lora_scale: state.params are LoRA adapters on the frozen base ref_params (the
+  policy is models.lora.merge(ref_params, adapters), the reference the base).
+  """
   if stage not in STAGES:
     raise ValueError(f'stage {stage!r}; expected one of {STAGES}')
-  loss_fn = _LOSS_FNS.get(stage, score_loss)
-  grad_fn = jax.value_and_grad(
-      functools.partial(loss_fn, graphdef=graphdef, loss_cfg=loss_cfg, stage=stage,
-                        activation_sharding=activation_sharding),
-      has_aux=True)
+  loss_fn = functools.partial(_LOSS_FNS.get(stage, score_loss), graphdef=graphdef,
+                              loss_cfg=loss_cfg, stage=stage,
+                              activation_sharding=activation_sharding)
+  if lora_scale is not None:
+    loss_fn = lora.on_base(loss_fn, lora_scale)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, metrics), grads = grad_fn(state.params, ref_params, batch)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -152,14 +158,16 @@ def batch_shardings(batch_example: dict, mesh: Mesh, rules: sh.Rules) -> dict:
 def compile_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                  loss_cfg: losses.LossConfig | None, stage: str, mesh: Mesh,
                  rules: sh.Rules, state_shardings: TrainState, ref_shardings,
-                 batch_example: dict, activation_sharding=None) -> Callable:
+                 batch_example: dict, activation_sharding=None,
+                 lora_scale: float | None = None) -> Callable:
   """jax.jit of train_step with explicit shardings; the state argument is donated.
 
   activation_sharding: None, or e.g. sh.activation_sharding(mesh, rules, (B, T, D))
-  to constrain x_BTD at every layer boundary.
+  to constrain x_BTD at every layer boundary. lora_scale: see train_step.
   """
   step = functools.partial(train_step, graphdef=graphdef, tx=tx, loss_cfg=loss_cfg,
-                           stage=stage, activation_sharding=activation_sharding)
+                           stage=stage, activation_sharding=activation_sharding,
+                           lora_scale=lora_scale)
   return jax.jit(
       step,
       in_shardings=(state_shardings, ref_shardings,
