@@ -67,7 +67,7 @@ def run_seed(cfg, seed: int, methods) -> dict[str, dict]:
   exp = common.build_experiment(_variant(cfg, seed))
   base = load_or_train_base(exp)
   stage2 = common.build_experiment(_variant(cfg, seed, stage='stage2'))
-  stage1_params = None
+  stage1 = None
   results, data_stats = {}, {}
   sft = dict(steps=SFT_STEPS.value, batch_size=cfg.warmup.batch_size,
              learning_rate=SFT_LR.value, seed=seed)
@@ -86,12 +86,15 @@ def run_seed(cfg, seed: int, methods) -> dict[str, dict]:
     elif m == 'no_stage1':
       params = train_score(stage2, base, base, phase='no_stage1').params
     else:
-      if stage1_params is None:
+      if stage1 is None:
         s1 = common.build_experiment(_variant(cfg, seed, stage='stage1'))
-        stage1_params = train_score(s1, base, base, phase='stage1').params
+        stage1 = train_score(s1, base, base, phase='stage1')
       variant = stage2 if m == 'score' else common.build_experiment(
           _variant(cfg, seed, stage='stage2', alpha=0.0))
-      params = train_score(variant, stage1_params, base, phase=f'{m}_stage2').params
+      # With LoRA, Stage II continues Stage I's adapters on the same base.
+      start = base if stage1.adapters is not None else stage1.params
+      params = train_score(variant, start, base, phase=f'{m}_stage2',
+                           adapters=stage1.adapters).params
     for temp in cfg.eval.temperatures:
       r = exp.evaluate(params, temperature=float(temp), seed=seed)
       results[f'{m}@{temp:g}'] = {k: v for k, v in r.items() if k not in ('r1', 'r2')}

@@ -20,6 +20,7 @@ from score_jax.training import state as state_lib
 from score_jax.training.base_model import load_or_train_base
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
+from score_jax.training.trainer import trainable
 
 PARAMS = flags.DEFINE_enum('params', 'base', ['base', 'latest', 'best'], 'Which weights.')
 OUT = flags.DEFINE_string('out', '', 'Write the metrics as JSON here.')
@@ -27,8 +28,9 @@ OUT = flags.DEFINE_string('out', '', 'Write the metrics as JSON here.')
 
 def _trained(exp: Experiment, base, which: str):
   tx = state_lib.make_optimizer(config_lib.optim_config(exp.cfg))
-  shardings = state_lib.state_shardings(base, tx, exp.mesh, exp.strategy.rules)
-  template = state_lib.init_train_state(base, tx, jax.random.key(0), shardings)
+  train_init, policy, _ = trainable(exp.cfg, base, base)   # LoRA: adapters on the base
+  shardings = state_lib.state_shardings(train_init, tx, exp.mesh, exp.strategy.rules)
+  template = state_lib.init_train_state(train_init, tx, jax.random.key(0), shardings)
   ckpt = Checkpointer(CheckpointConfig(str(exp.workdir / 'score' / 'checkpoints'),
                                        async_save=False))
   try:
@@ -36,7 +38,7 @@ def _trained(exp: Experiment, base, which: str):
   except FileNotFoundError as e:
     common.fail(f'{e}; train first (launch/train.py) or use --params=base')
   print(f'evaluating the {which} checkpoint (step {meta["step"]})')
-  return state.params
+  return policy(state.params)
 
 
 def main(argv):

@@ -1,6 +1,6 @@
 """The experiment config: one ml_collections ConfigDict, defaults here, overrides in configs/.
 
-Sections: model, tokenizer, task, data, sampling, loss, dpo, optim, train,
+Sections: model, lora, tokenizer, task, data, sampling, loss, dpo, optim, train,
 checkpoint, mesh, eval (and warmup, in configs that train their own base model).
 Every field can be overridden from the command line (--config=configs/tiny.py
 --config.loss.alpha=5). `validate` checks the whole config before any work starts;
@@ -18,6 +18,7 @@ import ml_collections
 
 from score_jax.errors import UserError
 from score_jax.losses import DPOConfig, LossConfig
+from score_jax.models.lora import LoraConfig
 from score_jax.training.state import OptimConfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,6 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.overrides = ml_collections.ConfigDict()   # any ModelConfig field
   c.model.checkpoint = ''          # '' = random init; else a path (see models.checkpoints)
   c.model.checkpoint_format = 'auto'
+
+  # LoRA (models.lora): rank 0 trains every weight; rank r > 0 trains only
+  # low-rank adapters on the base (which stays frozen and is the KL reference).
+  c.lora = ml_collections.ConfigDict(dataclasses.asdict(LoraConfig()))
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.path = ''            # a sentencepiece .model; '' = train one on the task
@@ -139,6 +144,10 @@ def dpo_config(c: ml_collections.ConfigDict) -> DPOConfig:
 def judge_config(c: ml_collections.ConfigDict):
   from score_jax.preference.judge import JudgeConfig  # pylint: disable=g-import-not-at-top
   return _dataclass_from(c.dpo.judge, JudgeConfig, 'dpo.judge')
+
+
+def lora_config(c: ml_collections.ConfigDict) -> LoraConfig:
+  return _dataclass_from(c.get('lora', {}), LoraConfig, 'lora')
 
 
 def optim_config(c: ml_collections.ConfigDict) -> OptimConfig:
@@ -285,6 +294,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   loss_config(c)
   dpo_config(c)
   judge_config(c)
+  lora_config(c)
   optim_config(c)
   if not c.model.checkpoint:
     from score_jax.models.config import get_preset  # pylint: disable=g-import-not-at-top

@@ -116,11 +116,21 @@ class Experiment:
     shape = tuple(cfg.mesh.shape) or None
     self.strategy = sh.get_strategy(cfg.mesh.strategy, shape)
     self.mesh = sh.make_mesh(self.strategy.mesh_shape)
-    self.prompt_format = prompt_format_lib.for_task(self.task)
-    self.chunk_ids = self.prompt_format.chunk_ids(self.tokenizer,
-                                                  self.task.correction_instruction)
-    self.stop_ids = self.prompt_format.stop_ids(self.tokenizer)
+    self.stop_ids: tuple[int, ...] = ()
     self._samplers: dict[float, Sampler] = {}
+    self.set_task(self.task)
+
+  def set_task(self, task: tasks_lib.Task) -> None:
+    """Makes `task` (its prompt format, correction chunk, stop ids) the run's task.
+
+    Samplers are kept (and their compilations reused) while the stop ids stay.
+    """
+    self.task = task
+    self.prompt_format = prompt_format_lib.for_task(task)
+    self.chunk_ids = self.prompt_format.chunk_ids(self.tokenizer, task.correction_instruction)
+    stop_ids = self.prompt_format.stop_ids(self.tokenizer)
+    if stop_ids != self.stop_ids:
+      self.stop_ids, self._samplers = stop_ids, {}
 
   # --------------------------------------------------------------------- model
 
@@ -217,8 +227,11 @@ class Experiment:
     return self.evaluate_examples(params, examples[:n], temperature=temperature, seed=seed)
 
   def evaluate_examples(self, params, examples: Sequence[Any], *, temperature: float,
-                        seed: int = 0) -> dict:
-    """Two attempts at each of `examples` (indices must address them) and the metrics."""
+                        seed: int = 0, keep_ids: bool = False) -> dict:
+    """Two attempts at each of `examples` (indices must address them) and the metrics.
+
+    keep_ids: also return each row's y1 / y2 token ids (keys 'y1', 'y2').
+    """
     ecfg = self.cfg.eval
     examples = _reindexed(examples)
     sample_params = self.for_sampling(params)
@@ -239,6 +252,8 @@ class Experiment:
     summary = evaluation.summarize(r1, r2, y1s, y2s, bootstrap_seed=seed,
                                    num_resamples=ecfg.bootstrap_resamples)
     summary.update(temperature=temperature, r1=r1, r2=r2)
+    if keep_ids:
+      summary.update(y1=y1s, y2=y2s)
     return summary
 
 

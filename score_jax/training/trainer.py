@@ -16,6 +16,7 @@ SIGTERM / SIGINT save the current step and exit 0 (preemption.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 from typing import Callable, Sequence
@@ -28,6 +29,7 @@ from flax import nnx
 
 from score_jax import config as config_lib
 from score_jax.preference import online as online_lib
+from score_jax.models import lora
 from score_jax.sampling import trace as trace_lib
 from score_jax.training import resume as resume_lib
 from score_jax.training import sharding as sh
@@ -50,9 +52,29 @@ def stage_at(schedule: Sequence[tuple[str, int]], step: int) -> str | None:
 
 @dataclasses.dataclass
 class ScoreResult:
-  params: nnx.State
+  params: nnx.State                  # the policy's full params (LoRA: merged)
   steps: int
   history: list[dict]
+  adapters: nnx.State | None = None  # with config.lora: what was trained
+
+
+def trainable(cfg, params: nnx.State, ref_params: nnx.State, adapters=None, seed: int = 0):
+  """(what the optimizer trains, trained -> policy params, lora_scale or None).
+
+  Full fine-tuning trains `params`. With config.lora.rank > 0 it trains adapters
+  (`adapters`, else fresh ones) on the frozen base `ref_params`, which `params`
+  must be: the policy is lora.merge(base, adapters), the reference the base.
+  """
+  lcfg = config_lib.lora_config(cfg)
+  if not lcfg.enabled:
+    return params, lambda p: p, None
+  if params is not ref_params:
+    raise ValueError('config.lora: training starts from the base (params is ref_params); '
+                     'continue from earlier adapters with adapters=')
+  if adapters is None:
+    adapters = lora.init(ref_params, lcfg, jax.random.key(seed + 2))
+  merge = jax.jit(functools.partial(lora.merge, scale=lcfg.scale))
+  return adapters, lambda ad: merge(ref_params, ad), lcfg.scale
 
 
 def _with_base_y1(exp: Experiment, ref_params, batch, examples, key, k: int,
@@ -160,13 +182,15 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
                 schedule: Sequence[tuple[str, int]] | None = None,
                 workdir=None, phase: str = 'score', seed: int | None = None,
                 on_log: Callable[[int, dict], None] | None = None,
-                stop_after: int | None = None) -> ScoreResult:
+                stop_after: int | None = None, adapters=None) -> ScoreResult:
   """Runs the stage schedule from `params` against the frozen `ref_params`.
 
   Resumes from the newest intact checkpoint under `workdir` when
   config.checkpoint.resume, after check_resume's checks; metrics logged after
   that step are dropped, as the run writes them again. SIGTERM / SIGINT: save
   this step, then raise preemption.Preempted (exit code 0).
+
+  With config.lora: trains adapters on the base `ref_params` (see `trainable`).
   `stop_after`: end (with a checkpoint) after this many steps of this call, as if
   killed; used to test exact resumption.
   """
@@ -174,9 +198,12 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
   plan = _plan(exp, schedule, seed, workdir, phase)
   schedule, total, tx = plan.schedule, plan.total, plan.tx
   loss_cfg = config_lib.loss_config(cfg)
-  shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
-  state = state_lib.init_train_state(params, tx, jax.random.key(plan.seed), shardings)
-  ref_params = jax.device_put(ref_params, shardings.params)
+  ref_shardings = exp.param_shardings(ref_params)
+  ref_is_params, ref_params = params is ref_params, jax.device_put(ref_params, ref_shardings)
+  train_init, policy, lora_scale = trainable(
+      cfg, ref_params if ref_is_params else params, ref_params, adapters, plan.seed)
+  shardings = state_lib.state_shardings(train_init, tx, exp.mesh, exp.strategy.rules)
+  state = state_lib.init_train_state(train_init, tx, jax.random.key(plan.seed), shardings)
   pairs = online_lib.OnlinePairs(exp, ref_params) if any(
       s == 'dpo' for s, _ in schedule) else None
 
@@ -210,7 +237,7 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
         stage = stage_at(schedule, step)
         batch = next(data_it)
         step_key = jax.random.fold_in(key, step)
-        sample_params = exp.for_sampling(state.params)
+        sample_params = exp.for_sampling(policy(state.params))
         ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature,
                          repeat=k)
         train_batch = ro.train_batch()
@@ -234,8 +261,8 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
                                          (b, t, exp.model_cfg.embed_dim))
           steps_fns[stage] = step_lib.compile_step(
               exp.graphdef, tx, pairs.loss_cfg if stage == 'dpo' else loss_cfg, stage,
-              exp.mesh, exp.strategy.rules, shardings, shardings.params, global_batch,
-              activation_sharding=act)
+              exp.mesh, exp.strategy.rules, shardings, ref_shardings, global_batch,
+              activation_sharding=act, lora_scale=lora_scale)
         state, metrics = steps_fns[stage](state, ref_params, global_batch)
         host = finite_or_raise(metrics, f'{phase}/{stage}', step)
         update_s = time.perf_counter() - t0
@@ -273,7 +300,8 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
       ckpt.wait()
       ckpt.close()
       writer.close()
-  return ScoreResult(params=state.params, steps=step, history=history)
+  return ScoreResult(params=policy(state.params), steps=step, history=history,
+                     adapters=state.params if lora_scale is not None else None)
 
 
 # ----------------------------------------------------------------------------- SFT
@@ -317,8 +345,10 @@ def train_sft(exp: Experiment, params: nnx.State, traces: trace_lib.CorrectionTr
                               total_steps=steps, warmup_steps=warmup_steps,
                               grad_accum_steps=1)
   tx = state_lib.make_optimizer(optim)
-  shardings = state_lib.state_shardings(params, tx, exp.mesh, exp.strategy.rules)
-  state = state_lib.init_train_state(params, tx, jax.random.key(seed), shardings)
+  train_init, policy, lora_scale = trainable(exp.cfg, params, params, seed=seed)
+  base = params if lora_scale is not None else None   # LoRA: the frozen base
+  shardings = state_lib.state_shardings(train_init, tx, exp.mesh, exp.strategy.rules)
+  state = state_lib.init_train_state(train_init, tx, jax.random.key(seed), shardings)
   writer = MetricsWriter(exp.workdir / phase)
   writer.rewind(phase, 0)   # a rerun (after a kill) starts over: its old lines go
   batches = sft_batches(traces, target_mask, batch_size, seed)
@@ -328,20 +358,22 @@ def train_sft(exp: Experiment, params: nnx.State, traces: trace_lib.CorrectionTr
     for step in range(1, steps + 1):
       batch = to_global(next(batches), exp)
       if fn is None:
-        fn = step_lib.compile_step(exp.graphdef, tx, None, 'sft', exp.mesh,
-                                   exp.strategy.rules, shardings, None, batch)
-      state, metrics = fn(state, None, batch)
+        fn = step_lib.compile_step(
+            exp.graphdef, tx, None, 'sft', exp.mesh, exp.strategy.rules, shardings,
+            None if base is None else exp.param_shardings(base), batch,
+            lora_scale=lora_scale)
+      state, metrics = fn(state, base, batch)
       if step % max(exp.cfg.train.log_every, 1) == 0 or step == steps:
         host = finite_or_raise(metrics, phase, step)
         writer.write(phase, step, host)
         bar.set_postfix(nll=f'{host["loss"]:.3f}')
       bar.update(1)
       if stop_when is not None and check_every and step % check_every == 0:
-        done = stop_when(step, state.params)
+        done = stop_when(step, policy(state.params))
         if done is not None:
           writer.write(phase, step, dict(done, stopped_early=1.0))
           break
   finally:
     bar.close()
     writer.close()
-  return state.params
+  return policy(state.params)
