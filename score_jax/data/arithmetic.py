@@ -1,7 +1,10 @@
 """Integer arithmetic with difficulty knobs, for pretrained base models (few-shot).
 
 A problem is an expression of `num_operands` non-negative integers joined by
-operators drawn from `operators` ('+', '-', '*'), e.g. `What is 7 * 8 - 23?`.
+operators drawn from `operators` ('+', '-', '*'), e.g. `7 * 8 - 23`. Few-shot,
+it is asked the way the issue measured Gemma 3 270M: solved lines `3 + 4 = 7`,
+then `7 * 8 - 23 =`; the correction chunk is the plain line
+`The last answer may be wrong. Corrected answer =`.
 Its answer is the exact integer under the usual precedence (* before + and -,
 otherwise left to right); it may be negative. `digits` sets each operand's
 width: one int for all, or one per operand (e.g. (2, 1): a two-digit and a
@@ -22,8 +25,7 @@ from score_jax.data import prompt_format
 from score_jax.data import tasks
 
 OPERATORS = '+-*'
-DEFAULT_CORRECTION_INSTRUCTION = (
-    'There might be an error in the answer above. What is the correct answer?')
+DEFAULT_CORRECTION_INSTRUCTION = 'The last answer may be wrong. Corrected answer'
 _INT_RE = re.compile(r'-?[0-9]+')
 
 
@@ -144,12 +146,14 @@ class ArithmeticTask(tasks.Task):
     return [dataclasses.replace(e, index=i) for i, e in enumerate(train)]
 
   def first_turn_prompt(self, example: ExpressionExample) -> str:
-    return f'What is {example.expression}?'
+    return example.expression
 
   def few_shot_format(self) -> prompt_format.FewShotFormat:
+    """Lines `{expression} = {answer}`, then `{expression} =`."""
     shots, _, _ = self._splits()
     return prompt_format.FewShotFormat(
-        shots=tuple((self.first_turn_prompt(e), e.answer) for e in shots))
+        shots=tuple((e.expression, e.answer) for e in shots), question_prefix='',
+        answer_prefix=' =')
 
   def extract_answer(self, text: str) -> str | None:
     """The integer the response states, or None when it is anything else."""

@@ -74,7 +74,8 @@ def test_for_task_follows_the_task_field():
   task = arithmetic.ArithmeticTask(num_train=10, num_test=5, num_shots=2)
   fmt = pf.for_task(task)
   shots = task._splits()[0]   # pylint: disable=protected-access
-  assert fmt.shots == tuple((f'What is {e.expression}?', e.answer) for e in shots)
+  assert fmt.shots == tuple((e.expression, e.answer) for e in shots)
+  assert (fmt.question_prefix, fmt.answer_prefix) == ('', ' =')
   with pytest.raises(ValueError, match='prompt_format'):
     pf.for_task(types.SimpleNamespace(name='no_shots', prompt_format='fewshot'))
   with pytest.raises(ValueError, match="prompt_format='plain'"):
@@ -88,7 +89,7 @@ def test_pipeline_tokenizes_in_the_task_format(tok):
   items, _ = tokenize_prompts(examples, task, tok, max_length=512)
   for (index, ids), e in zip(items, examples):
     assert index == e.index
-    assert ids.tolist() == fmt.prompt_ids(tok, f'What is {e.expression}?')
+    assert ids.tolist() == fmt.prompt_ids(tok, e.expression)
 
 
 def test_trace_of_a_fewshot_episode_drops_the_doubled_delimiter(tok):
