@@ -119,6 +119,8 @@ class ArithmeticTask(tasks.Task):
     num_shots: solved examples in a few-shot prompt (the first training problems;
       training then starts after them).
     prompt_format: 'fewshot' (base models) or 'chat'.
+    shots_show_second_turn: few-shot shots also show the correction line with
+      the answer repeated (see prompt_format.FewShotFormat.shot_instruction).
   """
   name: str = 'arithmetic'
   num_operands: int = 2
@@ -129,6 +131,7 @@ class ArithmeticTask(tasks.Task):
   num_test: int = 1_000
   num_shots: int = 4
   prompt_format: str = 'fewshot'
+  shots_show_second_turn: bool = False
   correction_instruction: str = DEFAULT_CORRECTION_INSTRUCTION
 
   def _splits(self):
@@ -153,7 +156,8 @@ class ArithmeticTask(tasks.Task):
     shots, _, _ = self._splits()
     return prompt_format.FewShotFormat(
         shots=tuple((e.expression, e.answer) for e in shots), question_prefix='',
-        answer_prefix=' =')
+        answer_prefix=' =',
+        shot_instruction=self.correction_instruction if self.shots_show_second_turn else '')
 
   def extract_answer(self, text: str) -> str | None:
     """The integer the response states, or None when it is anything else."""

@@ -63,11 +63,15 @@ class FewShotFormat:
     answer_prefix: text between a question and its answer, e.g. '\\nA:'; a
       space separates it from the answer in the shots.
     delimiter: ends an answer; the model's turns stop on it.
+    shot_instruction: when set, every shot shows the whole episode: its answer,
+      then the correction chunk with this instruction and the answer again (so a
+      base model sees what the second turn is, but never a correction).
   """
   shots: tuple[tuple[str, str], ...] = ()
   question_prefix: str = 'Q: '
   answer_prefix: str = '\nA:'
   delimiter: str = '\n'
+  shot_instruction: str = ''
 
   def __post_init__(self):
     object.__setattr__(self, 'shots', tuple((str(q), str(a)) for q, a in self.shots))
@@ -80,8 +84,9 @@ class FewShotFormat:
                          f'delimiter {self.delimiter!r}; expected one-line answers')
 
   def _shots_text(self) -> str:
-    return ''.join(f'{self.question_prefix}{q}{self.answer_prefix} {a}{self.delimiter}'
-                   for q, a in self.shots)
+    again = lambda a: (f'{self._ask(self.shot_instruction)} {a}{self.delimiter}'
+                       if self.shot_instruction else '')
+    return ''.join(f'{self._ask(q)} {a}{self.delimiter}{again(a)}' for q, a in self.shots)
 
   def prompt_ids(self, tok: Tokenizer, question: str) -> list[int]:
     return tok.encode(self._shots_text() + self._ask(question), add_bos=True)

@@ -33,6 +33,15 @@ def test_fewshot_prompt_is_the_hand_written_text(tok):
   assert tok.decode(head + body + foot) == want
 
 
+def test_fewshot_shots_can_show_the_second_turn(tok):
+  fmt = pf.FewShotFormat(shots=(('3 + 4', '7'),), question_prefix='', answer_prefix=' =',
+                         shot_instruction='What is the correct answer?')
+  want = '3 + 4 = 7\nWhat is the correct answer? = 7\n5 - 1 ='
+  assert fmt.prompt_ids(tok, '5 - 1') == tok.encode(want, add_bos=True)
+  assert tok.decode(fmt.chunk_ids(tok, 'What is the correct answer?')) == (
+      '\nWhat is the correct answer? =')
+
+
 def test_fewshot_chunk_is_plain_style_and_opens_with_the_delimiter(tok):
   chunk = FEWSHOT.chunk_ids(tok, 'What is the correct answer?')
   assert chunk == tok.encode('\nQ: What is the correct answer?\nA:')
