@@ -27,7 +27,7 @@ def _tiny():
 def get_config():
   c = _tiny().get_config()
   c.workdir = 'runs/tiny_dpo'
-  c.train.schedule = (('dpo', 150),)
+  c.train.schedule = (('dpo', 50),)
   c.optim.learning_rate = 5e-4
   c.dpo.beta = 0.1
   c.dpo.label_smoothing = 0.0
