@@ -1,7 +1,8 @@
 """Meshes and logical sharding rules: a strategy is a mesh shape plus one rules table.
 
 Every parameter carries `logical_axes` metadata (embed, heads, kv_heads, head_dim,
-mlp, vocab, layers); activations use batch / activation_length / activation_embed.
+mlp, vocab, layers; expert in Gemma 4's mixture of experts); activations use
+batch / activation_length / activation_embed.
 A rules table maps each logical axis to a mesh axis (data, fsdp, tensor) or None;
 a dimension is sharded only when the mesh axis divides it, otherwise it stays
 replicated (e.g. the single kv head of multi-query attention under tensor
@@ -33,6 +34,10 @@ _RULES_TP: Rules = (_BATCH, ('heads', 'tensor'), ('kv_heads', 'tensor'),
                     ('mlp', 'tensor'), ('vocab', 'tensor'))
 _RULES_FSDP_TP: Rules = (_BATCH, ('embed', 'fsdp'), ('heads', 'tensor'),
                          ('kv_heads', 'tensor'), ('mlp', 'tensor'), ('vocab', 'tensor'))
+# Expert parallelism (Gemma 4 26B-A4B): each device holds whole experts (the
+# expert axis over fsdp); everything else as FSDP (an embed dim over fsdp where
+# the expert axis has not taken it).
+_RULES_FSDP_EP: Rules = (_BATCH, ('expert', 'fsdp'), ('embed', 'fsdp'), ('vocab', None))
 # Logical axes of the residual stream x_BTD at layer boundaries. No table above
 # maps activation_length / activation_embed, so those stay replicated.
 ACTIVATION_AXES = ('batch', 'activation_length', 'activation_embed')
@@ -60,6 +65,7 @@ STRATEGIES = {
     'fsdp_tp': Strategy('fsdp_tp', (1, -1, 2), _RULES_FSDP_TP),
     'fsdp_sample_replicated': Strategy('fsdp_sample_replicated', (1, -1, 1), _RULES_FSDP,
                                        sample_rules=_RULES_REPLICATED),
+    'fsdp_ep': Strategy('fsdp_ep', (1, -1, 1), _RULES_FSDP_EP),
 }
 
 
