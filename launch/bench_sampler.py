@@ -12,6 +12,16 @@ also counts waiting for a core.
 
   python launch/bench_sampler.py --presets=gemma3_tiny,gemma3_100m \\
       --batch_sizes=1,8,32 --max_y1_tokens=8 --max_y2_tokens=8 --out=runs/bench_sampler.json
+
+--peer instead runs the issue's 27M Gemma 3 model (launch/peers.py) against
+Hugging Face generate on the same weights in this process (two turns at
+temperature 1, turn 2 continuing HF's cache; Tunix too when `tunix` imports),
+and this machine's plain-matmul ceiling for decoding (peers.roofline); median
+and spread of --repeats calls:
+
+  python launch/bench_sampler.py --peer --batch_sizes=1,8,32 --prompt_len=64 \\
+      --chunk_len=24 --max_y1_tokens=64 --max_y2_tokens=64 --repeats=3 \\
+      --out=runs/bench_sampler_peer.json
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ if _REPO not in sys.path:  # run as `python launch/bench_sampler.py` from anywhe
   sys.path.insert(0, _REPO)
 
 import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
@@ -44,6 +55,7 @@ _Y2 = flags.DEFINE_integer('max_y2_tokens', 8, 'Turn-2 budget (always spent).')
 _TEMP = flags.DEFINE_float('temperature', 1.0, 'Sampling temperature.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per measurement (best kept).')
 _OUT = flags.DEFINE_string('out', None, 'Write the results as JSON here.')
+_PEER = flags.DEFINE_bool('peer', False, 'Compare with HF generate on the 27M model.')
 
 
 def _timed(fn, repeats, setup=lambda: ()):
@@ -125,8 +137,57 @@ def bench_preset(preset: str, batch_sizes: list[int]) -> list[dict]:
   return rows
 
 
+def bench_peer(batch_sizes: list[int]) -> list[dict]:
+  """Ours vs HF generate (and the matmul-chain ceiling) on the issue's 27M model."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import peers  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count())
+  cfg = get_preset(peers.PEER_BASE, **peers.PEER_OVERRIDES)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  m1, m2, p, c, reps = _Y1.value, _Y2.value, _PROMPT.value, _CHUNK.value, _REPEATS.value
+  sampler = Sampler(graphdef, SamplingConfig(
+      stop_ids=(), pad_id=0, temperature=_TEMP.value, max_y1_tokens=m1,
+      max_y2_tokens=m2, prompt_buckets=(p,)))
+  hf = peers.hf_model(cfg, params)
+  rng = np.random.default_rng(0)
+  chunk = rng.integers(3, cfg.vocab_size, c)
+  ceiling = peers.roofline(cfg, params, batch_sizes)
+  print('roofline:', json.dumps({k: round(v, 1) for k, v in ceiling.items()}), flush=True)
+  rows = []
+  for b in batch_sizes:
+    ids = rng.integers(3, cfg.vocab_size, (b, p)).astype(np.int32)
+    mask = np.ones((b, p), bool)
+    key = jax.random.key(0)
+    ours = lambda: jax.block_until_ready(sampler.rollout(params, ids, mask, chunk, key))
+    state0 = sampler.prefill(params, ids, mask, num_slots=p + m1 + c + m2, score=False)
+
+    def decode_only():   # m1 cached decode steps; the state is donated, so copy it
+      state = jax.tree.map(jnp.copy, state0)
+      jax.block_until_ready(sampler.decode(params, state, key, p, m1))
+
+    theirs = lambda: peers.hf_two_turns(hf, ids, chunk, m1, m2)
+    row = dict(batch=b, tokens=b * (m1 + m2))
+    for name, fn in (('ours', ours), ('hf', theirs), ('ours_decode', decode_only)):
+      med, times = peers.best_of(fn, reps)
+      n = b * m1 if name == 'ours_decode' else b * (m1 + m2)
+      row[f'{name}_tok_s'] = n / med
+      row[f'{name}_tok_s_all'] = [n / t for t in times]
+    row['ratio_vs_hf'] = row['ours_tok_s'] / row['hf_tok_s']
+    row['decode_vs_ceiling'] = row['ours_decode_tok_s'] / ceiling[f'chain_tok_s_B{b}']
+    rows.append(row)
+    print(f"B={b:3d}  two turns: ours {row['ours_tok_s']:8.1f} tok/s, HF generate "
+          f"{row['hf_tok_s']:8.1f} tok/s, ratio {row['ratio_vs_hf']:.2f} | decode "
+          f"{row['ours_decode_tok_s']:8.1f} tok/s = {100 * row['decode_vs_ceiling']:.0f}% "
+          f"of the matmul chain ({ceiling[f'chain_tok_s_B{b}']:.1f})", flush=True)
+  return [dict(r, roofline=ceiling, params=count_params(params)) for r in rows]
+
+
 def main(argv):
   del argv
+  if _PEER.value:
+    rows = bench_peer([int(b) for b in _BATCH.value])
+    _write(rows)
+    return
   rows = []
   for preset in _PRESETS.value:
     rows += bench_preset(preset, [int(b) for b in _BATCH.value])
@@ -139,8 +200,12 @@ def main(argv):
           f"{r['two_turns_reprefill_tok_s']:.1f} | {r['turn2_cached_s']:.3f} / "
           f"{r['turn2_reprefill_s']:.3f} ({r['turn2_cached_cpu_s']:.3f} / "
           f"{r['turn2_reprefill_cpu_s']:.3f}) |")
+  _write(rows)
+
+
+def _write(rows):
   if _OUT.value:
-    meta = dict(device=str(jax.devices()[0]), device_count=jax.device_count(),
+    meta = dict(peer=_PEER.value, device=str(jax.devices()[0]), device_count=jax.device_count(),
                 jax=jax.__version__, machine=platform.machine(),
                 prompt_len=_PROMPT.value, chunk_len=_CHUNK.value,
                 max_y1_tokens=_Y1.value, max_y2_tokens=_Y2.value,

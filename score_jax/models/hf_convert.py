@@ -12,11 +12,11 @@ post-norms: Gemma 2; neither: Gemma 1); a config that no HF class can express
 (e.g. Gemma 1 with a sliding window) raises ValueError naming the field.
 
 Layout, per layer l (HF torch Linear weights are (out, in)):
-  q_einsum/w[l]      (N, D, H) <-> self_attn.q_proj.weight  (N*H, D)
-  kv_einsum/w[l, 0]  (K, D, H) <-> self_attn.k_proj.weight  (K*H, D); [l, 1]: v_proj
-  qkv_einsum/w[l]    (3, N, D, H) (when N == K) <-> q_proj, k_proj, v_proj
+  q_einsum/w[l]      (D, N, H) <-> self_attn.q_proj.weight  (N*H, D)
+  kv_einsum/w[l, :, 0] (D, K, H) <-> self_attn.k_proj.weight (K*H, D); [l, :, 1]: v_proj
+  qkv_einsum/w[l]    (D, 3, N, H) (when N == K) <-> q_proj, k_proj, v_proj
   attn_vec_einsum/w[l] (N, H, D) <-> self_attn.o_proj.weight (D, N*H)
-  gating_einsum[l]   (2, D, F)  <-> mlp.gate_proj.weight [0], mlp.up_proj.weight [1] (F, D)
+  gating_einsum[l]   (D, 2, F)  <-> mlp.gate_proj.weight [:, 0], mlp.up_proj.weight [:, 1] (F, D)
   linear[l]          (F, D)     <-> mlp.down_proj.weight (D, F)
   norms: scale <-> weight (both are the `s` of x * (1 + s)). Gemma 1 calls its
   pre-MLP norm `post_attention_layernorm`; Gemma 2/3 use that name for the norm
@@ -155,20 +155,20 @@ def params_to_hf_state_dict(cfg: ModelConfig, state, prefix: str = 'model.'
   lay, attn = p['layers'], p['layers']['attn']
   n, k, d, h = cfg.num_heads, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim
   if 'qkv_einsum' in attn:
-    q_LNDH, k_LKDH, v_LKDH = (attn['qkv_einsum']['w'][:, c] for c in range(3))
+    q_LDNH, k_LDKH, v_LDKH = (attn['qkv_einsum']['w'][:, :, c] for c in range(3))
   else:
-    q_LNDH = attn['q_einsum']['w']
-    k_LKDH, v_LKDH = attn['kv_einsum']['w'][:, 0], attn['kv_einsum']['w'][:, 1]
+    q_LDNH = attn['q_einsum']['w']
+    k_LDKH, v_LDKH = attn['kv_einsum']['w'][:, :, 0], attn['kv_einsum']['w'][:, :, 1]
   sd = {f'{prefix}embed_tokens.weight': p['embedder']['input_embedding'],
         f'{prefix}norm.weight': p['final_norm']['scale']}
   for i in range(cfg.num_layers):
     pre = f'{prefix}layers.{i}.'
-    sd[pre + 'self_attn.q_proj.weight'] = q_LNDH[i].transpose(0, 2, 1).reshape(n * h, d)
-    sd[pre + 'self_attn.k_proj.weight'] = k_LKDH[i].transpose(0, 2, 1).reshape(k * h, d)
-    sd[pre + 'self_attn.v_proj.weight'] = v_LKDH[i].transpose(0, 2, 1).reshape(k * h, d)
+    sd[pre + 'self_attn.q_proj.weight'] = q_LDNH[i].reshape(d, n * h).T
+    sd[pre + 'self_attn.k_proj.weight'] = k_LDKH[i].reshape(d, k * h).T
+    sd[pre + 'self_attn.v_proj.weight'] = v_LDKH[i].reshape(d, k * h).T
     sd[pre + 'self_attn.o_proj.weight'] = attn['attn_vec_einsum']['w'][i].reshape(n * h, d).T
-    sd[pre + 'mlp.gate_proj.weight'] = lay['mlp']['gating_einsum'][i, 0].T
-    sd[pre + 'mlp.up_proj.weight'] = lay['mlp']['gating_einsum'][i, 1].T
+    sd[pre + 'mlp.gate_proj.weight'] = lay['mlp']['gating_einsum'][i, :, 0].T
+    sd[pre + 'mlp.up_proj.weight'] = lay['mlp']['gating_einsum'][i, :, 1].T
     sd[pre + 'mlp.down_proj.weight'] = lay['mlp']['linear'][i].T
     for ours, theirs in _norm_names(cfg).items():
       node = lay
@@ -208,21 +208,21 @@ def hf_state_dict_to_params(cfg: ModelConfig, sd: Mapping[str, Any],
   def per_layer(name, shape, fn=lambda a: a):
     return np.stack([fn(get(f'layers.{i}.{name}', shape)) for i in range(cfg.num_layers)])
 
-  heads = lambda m: lambda a: a.reshape(m, h, d).transpose(0, 2, 1)  # (m*H, D) -> (m, D, H)
-  q_LNDH = per_layer('self_attn.q_proj.weight', (n * h, d), heads(n))
-  k_LKDH = per_layer('self_attn.k_proj.weight', (k * h, d), heads(k))
-  v_LKDH = per_layer('self_attn.v_proj.weight', (k * h, d), heads(k))
+  heads = lambda m: lambda a: a.T.reshape(d, m, h)  # (m*H, D) -> (D, m, H)
+  q_LDNH = per_layer('self_attn.q_proj.weight', (n * h, d), heads(n))
+  k_LDKH = per_layer('self_attn.k_proj.weight', (k * h, d), heads(k))
+  v_LDKH = per_layer('self_attn.v_proj.weight', (k * h, d), heads(k))
   attn = {'attn_vec_einsum': {'w': per_layer('self_attn.o_proj.weight', (d, n * h),
                                              lambda a: a.T.reshape(n, h, d))}}
   if n == k:
-    attn['qkv_einsum'] = {'w': np.stack([q_LNDH, k_LKDH, v_LKDH], axis=1)}
+    attn['qkv_einsum'] = {'w': np.stack([q_LDNH, k_LDKH, v_LDKH], axis=2)}
   else:
-    attn['q_einsum'] = {'w': q_LNDH}
-    attn['kv_einsum'] = {'w': np.stack([k_LKDH, v_LKDH], axis=1)}
+    attn['q_einsum'] = {'w': q_LDNH}
+    attn['kv_einsum'] = {'w': np.stack([k_LDKH, v_LDKH], axis=2)}
   gate_LDF = per_layer('mlp.gate_proj.weight', (f, d), np.transpose)
   up_LDF = per_layer('mlp.up_proj.weight', (f, d), np.transpose)
   layers = {'attn': attn,
-            'mlp': {'gating_einsum': np.stack([gate_LDF, up_LDF], axis=1),
+            'mlp': {'gating_einsum': np.stack([gate_LDF, up_LDF], axis=2),
                     'linear': per_layer('mlp.down_proj.weight', (d, f), np.transpose)}}
   for ours, theirs in _norm_names(cfg).items():
     dim = h if ours.startswith('attn/') else d

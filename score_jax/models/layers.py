@@ -1,17 +1,27 @@
 """Gemma building blocks in Flax NNX: RMSNorm, embedder, RoPE, attention, GeGLU MLP.
 
-Parameter names and shapes follow the published Gemma Flax checkpoints
-(embedder/input_embedding, attn/q_einsum/w, attn/kv_einsum/w or attn/qkv_einsum/w,
-attn/attn_vec_einsum/w, mlp/gating_einsum, mlp/linear, */scale), so importing a
-checkpoint is a mapping. The one deliberate difference: mlp/gating_einsum is stored
-as (2, D, F) for every generation (Gemma 1's layout); Gemma 2/3 publish (2, F, D)
-and the importer transposes.
+Parameter names follow the published Gemma Flax checkpoints (embedder/input_embedding,
+attn/q_einsum/w, attn/kv_einsum/w or attn/qkv_einsum/w, attn/attn_vec_einsum/w,
+mlp/gating_einsum, mlp/linear, */scale), so importing a checkpoint is a mapping.
+Shapes differ on purpose: every projection is stored (input dims, output dims), so
+it runs as ONE plain (in, out) matmul on a bitcast of the weight and no compiled
+step transposes or copies a weight (XLA:CPU copies a weight whose contracting or
+free dims are not contiguous, on every call). Per layer (the stack adds L first):
 
+  q_einsum/w       (D, N, H)     published (N, D, H)
+  kv_einsum/w      (D, 2, K, H)  published (2, K, D, H)
+  qkv_einsum/w     (D, 3, N, H)  published (3, N, D, H)   (when N == K)
+  attn_vec_einsum/w (N, H, D)    as published
+  gating_einsum    (D, 2, F)     published (2, D, F) Gemma 1, (2, F, D) Gemma 2/3
+  linear           (F, D)        as published
+
+`published_to_stored` gives the permutation; the importers and exporters use it.
 Every parameter carries `logical_axes` metadata (embed, heads, kv_heads, head_dim,
 mlp, vocab; layers is added by stacking), read by score_jax.training.sharding.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -23,6 +33,24 @@ from score_jax.models.config import ModelConfig
 # Added to masked attention logits; finite so fully-masked rows (padding queries)
 # give a uniform distribution instead of NaN.
 _MASK_VALUE = -2.3819763e38
+
+# Published Gemma Flax layout -> ours: stored = published.transpose(perm).
+_PUBLISHED_TO_STORED = {
+    'attn/q_einsum/w': (1, 0, 2),
+    'attn/kv_einsum/w': (2, 0, 1, 3),
+    'attn/qkv_einsum/w': (2, 0, 1, 3),
+}
+
+
+def published_to_stored(path: str, generation: int) -> tuple[int, ...] | None:
+  """Axis permutation from the published layout of one layer's `path` to ours.
+
+  path: e.g. 'attn/q_einsum/w' or 'mlp/gating_einsum' (no 'layers/', no layer
+  axis); generation: 1, 2 or 3. None: stored as published.
+  """
+  if path == 'mlp/gating_einsum':
+    return (1, 0, 2) if generation == 1 else (2, 0, 1)
+  return _PUBLISHED_TO_STORED.get(path)
 
 
 def _param(rngs: nnx.Rngs, init, shape: Sequence[int], dtype, axes: Sequence[str | None]):
@@ -43,6 +71,21 @@ def _fan_in_init(in_axes: Sequence[int]):
 def _zeros(key, shape, dtype):
   del key
   return jnp.zeros(shape, dtype)
+
+
+def project(x_BTI: jax.Array, w: jax.Array, num_in: int = 1) -> jax.Array:
+  """x's last num_in dims contracted with w's first num_in: one 2-D matmul.
+
+  Weights are stored (input dims, output dims), so flattening both sides is a
+  bitcast and XLA uses the weight in place (see the module docstring).
+  """
+  b, t = x_BTI.shape[:2]
+  in_shape, out_shape = w.shape[:num_in], w.shape[num_in:]
+  assert x_BTI.shape[2:] == in_shape, (x_BTI.shape, w.shape)
+  fan_in, fan_out = math.prod(in_shape), math.prod(out_shape)
+  y_BTO = jnp.einsum('BTI,IO->BTO', x_BTI.reshape(b, t, fan_in),
+                     w.astype(x_BTI.dtype).reshape(fan_in, fan_out))
+  return y_BTO.reshape(b, t, *out_shape)
 
 
 class Einsum(nnx.Module):
@@ -114,13 +157,13 @@ class Attention(nnx.Module):
     pdt = cfg.jnp_param_dtype
     self.cfg = cfg
     if n == k:  # published MHA checkpoints fuse q, k and v
-      self.qkv_einsum = Einsum(rngs, _fan_in_init([2]), (3, n, d, h), pdt,
-                               (None, 'heads', 'embed', 'head_dim'))
+      self.qkv_einsum = Einsum(rngs, _fan_in_init([0]), (d, 3, n, h), pdt,
+                               ('embed', None, 'heads', 'head_dim'))
     else:
-      self.q_einsum = Einsum(rngs, _fan_in_init([1]), (n, d, h), pdt,
-                             ('heads', 'embed', 'head_dim'))
-      self.kv_einsum = Einsum(rngs, _fan_in_init([2]), (2, k, d, h), pdt,
-                              (None, 'kv_heads', 'embed', 'head_dim'))
+      self.q_einsum = Einsum(rngs, _fan_in_init([0]), (d, n, h), pdt,
+                             ('embed', 'heads', 'head_dim'))
+      self.kv_einsum = Einsum(rngs, _fan_in_init([0]), (d, 2, k, h), pdt,
+                              ('embed', None, 'kv_heads', 'head_dim'))
     self.attn_vec_einsum = Einsum(rngs, _fan_in_init([0, 1]), (n, h, d), pdt,
                                   ('heads', 'head_dim', 'embed'))
     if cfg.use_qk_norm:
@@ -128,14 +171,11 @@ class Attention(nnx.Module):
       self._key_norm = RMSNorm(h, 'head_dim', cfg, rngs=rngs)
 
   def _project_qkv(self, x_BTD):
-    dt = x_BTD.dtype
     if self.cfg.num_heads == self.cfg.num_kv_heads:
-      q, k, v = jnp.einsum('BTD,CNDH->CBTNH', x_BTD, self.qkv_einsum.w[...].astype(dt))
-      return q, k, v
-    q_BTNH = jnp.einsum('BTD,NDH->BTNH', x_BTD, self.q_einsum.w[...].astype(dt))
-    k_BTKH, v_BTKH = jnp.einsum('BTD,CKDH->CBTKH', x_BTD,
-                                self.kv_einsum.w[...].astype(dt))
-    return q_BTNH, k_BTKH, v_BTKH
+      qkv_BTCNH = project(x_BTD, self.qkv_einsum.w[...])
+      return qkv_BTCNH[:, :, 0], qkv_BTCNH[:, :, 1], qkv_BTCNH[:, :, 2]
+    kv_BTCKH = project(x_BTD, self.kv_einsum.w[...])
+    return project(x_BTD, self.q_einsum.w[...]), kv_BTCKH[:, :, 0], kv_BTCKH[:, :, 1]
 
   def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
                cache_kv=None, cache_index=None):
@@ -176,9 +216,7 @@ class Attention(nnx.Module):
     logits_BTKGS = jnp.where(mask_BTS[:, :, None, None, :], logits_BTKGS, _MASK_VALUE)
     probs_BTKGS = jax.nn.softmax(logits_BTKGS, axis=-1).astype(x_BTD.dtype)
     enc_BTKGH = jnp.einsum('BTKGS,BSKH->BTKGH', probs_BTKGS, v_BSKH.astype(x_BTD.dtype))
-    enc_BTNH = enc_BTKGH.reshape(b, t, n, h)
-    out_BTD = jnp.einsum('BTNH,NHD->BTD', enc_BTNH,
-                         self.attn_vec_einsum.w[...].astype(x_BTD.dtype))
+    out_BTD = project(enc_BTKGH.reshape(b, t, n, h), self.attn_vec_einsum.w[...], 2)
     return out_BTD, (k_BTKH, v_BTKH)
 
 
@@ -187,13 +225,12 @@ class FeedForward(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     d, f, pdt = cfg.embed_dim, cfg.hidden_dim, cfg.jnp_param_dtype
-    self.gating_einsum = _param(rngs, _fan_in_init([1]), (2, d, f), pdt,
-                                (None, 'embed', 'mlp'))
+    self.gating_einsum = _param(rngs, _fan_in_init([0]), (d, 2, f), pdt,
+                                ('embed', None, 'mlp'))
     self.linear = _param(rngs, _fan_in_init([0]), (f, d), pdt, ('mlp', 'embed'))
 
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
-    dt = x_BTD.dtype
-    gate_BTF, up_BTF = jnp.einsum('BTD,CDF->CBTF', x_BTD,
-                                  self.gating_einsum[...].astype(dt))
-    act_BTF = jax.nn.gelu(gate_BTF, approximate=True) * up_BTF
-    return jnp.einsum('BTF,FD->BTD', act_BTF, self.linear[...].astype(dt))
+    gate_up_BTCF = project(x_BTD, self.gating_einsum[...])
+    act_BTF = (jax.nn.gelu(gate_up_BTCF[:, :, 0], approximate=True)
+               * gate_up_BTCF[:, :, 1])
+    return project(act_BTF, self.linear[...])

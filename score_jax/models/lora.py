@@ -1,7 +1,7 @@
 """LoRA as a pure param transform: adapters pytree + merge(base, adapters) -> params.
 
 Low-rank adapters on the attention and MLP projections of the stacked layers.
-For a weight W (layers first, e.g. q_einsum/w of shape L x N x D x H) the
+For a weight W (layers first, e.g. q_einsum/w of shape L x D x N x H) the
 adapter is a pair A (L x in x r), B (L x r x out) over W's input axes (D) and
 output axes (N, H), and the policy's weight is
 
@@ -28,11 +28,11 @@ from flax import nnx
 # Adapted weight (under layers/) -> the axes of W (after the layers axis, 0) that
 # are its input; the other axes are its output.
 TARGETS = {
-    'attn/q_einsum/w': (2,),            # L N D H: D -> (N, H)
-    'attn/kv_einsum/w': (3,),           # L 2 K D H: D -> (2, K, H)
-    'attn/qkv_einsum/w': (3,),          # L 3 N D H: D -> (3, N, H)
+    'attn/q_einsum/w': (1,),            # L D N H: D -> (N, H)
+    'attn/kv_einsum/w': (1,),           # L D 2 K H: D -> (2, K, H)
+    'attn/qkv_einsum/w': (1,),          # L D 3 N H: D -> (3, N, H)
     'attn/attn_vec_einsum/w': (1, 2),   # L N H D: (N, H) -> D
-    'mlp/gating_einsum': (2,),          # L 2 D F: D -> (2, F)
+    'mlp/gating_einsum': (1,),          # L D 2 F: D -> (2, F)
     'mlp/linear': (1,),                 # L F D: F -> D
 }
 _ADAPTERS = ('a', 'b')

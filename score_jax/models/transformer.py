@@ -134,15 +134,30 @@ class Transformer(nnx.Module):
       logits_XV = jnp.tanh(logits_XV.astype(jnp.float32) / cap) * cap
     return logits_XV
 
+  def unstack_layers(self) -> tuple[nnx.State, ...]:
+    """Each layer's parameters as arrays of their own (static slices of the stack).
+
+    For `hidden(layers=...)` inside a loop (the sampler's decode): taken once
+    before the loop, every matmul then reads its weight buffer in place, where
+    the scan's per-layer dynamic slice is a weight-sized copy on every step
+    (XLA:CPU materialises it).
+    """
+    _, state = nnx.split(self.layers)
+    return tuple(jax.tree.map(lambda x, l=l: x[l], state)
+                 for l in range(self.cfg.num_layers))
+
   def hidden(self, tokens_BT: jax.Array, positions_BT: jax.Array,
              attn_mask_BTS: jax.Array, cache: KVCache | None = None,
              cache_index: jax.Array | int | None = None,
-             activation_sharding: jax.sharding.Sharding | None = None
+             activation_sharding: jax.sharding.Sharding | None = None,
+             layers: tuple[nnx.State, ...] | None = None
              ) -> tuple[jax.Array, KVCache | None]:
     """Final-norm hidden states h_BTD (logits = self.logits(h_BTD)) and the cache.
 
     Same arguments as __call__. Callers that need only some positions' logits
     (the sampler) take them from h_BTD and never build the B x T x V tensor.
+    layers: self.unstack_layers(), taken once outside a loop that calls this;
+    the layer loop is then unrolled over them instead of scanned.
     """
     cfg = self.cfg
     constrain = lambda x: (x if activation_sharding is None else
@@ -179,9 +194,12 @@ class Transformer(nnx.Module):
     if cfg.remat != 'none':
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
     kv_in = None if cache is None else (cache.k_LBSKH, cache.v_LBSKH)
-    # scan_layers=False unrolls the loop: same program per layer, compile time ~ L.
-    x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
-                                 unroll=1 if cfg.scan_layers else cfg.num_layers)
+    if layers is not None:
+      x_BTD, kv_out = _unrolled(body, x_BTD, layers, is_local_L, kv_in)
+    else:
+      # scan_layers=False unrolls the loop: same program per layer, compile time ~ L.
+      x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
+                                   unroll=1 if cfg.scan_layers else cfg.num_layers)
 
     new_cache = None
     if cache is not None:
@@ -191,6 +209,16 @@ class Transformer(nnx.Module):
           v_LBSKH=jax.lax.dynamic_update_slice(cache.v_LBSKH, kv_out[1], start),
           pos_BS=key_pos_BS)
     return self.final_norm(x_BTD), new_cache
+
+
+def _unrolled(body, x_BTD, layers, is_local_L, kv_in):
+  """jax.lax.scan(body, ...) as a Python loop over per-layer states."""
+  outs = []
+  for l, state_l in enumerate(layers):
+    kv = None if kv_in is None else (kv_in[0][l], kv_in[1][l])
+    x_BTD, out = body(x_BTD, (state_l, is_local_L[l], kv))
+    outs.append(out)
+  return x_BTD, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
 
 # Elements of one slice's float32 logits when scoring many positions (256 MiB).

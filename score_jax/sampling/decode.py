@@ -60,7 +60,8 @@ def init_state(graphdef: nnx.GraphDef, params: nnx.State, batch_size: int,
 def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
            tokens_BT: jax.Array, mask_BT: jax.Array, start: jax.Array | int,
            merge_first: bool = False, fresh: bool = False,
-           max_logits: int = MAX_LOGITS) -> DecodeState:
+           max_logits: int = MAX_LOGITS, layers=None, score: bool = True
+           ) -> DecodeState:
   """Writes T tokens at slots [start, start+T) in one forward (prefill or one step).
 
   mask_BT says which of them are real; any pattern is allowed. Each new token's
@@ -70,7 +71,11 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   merge_first (static): the first token closes the previous turn (e.g.
   <end_of_turn>); drop it where the row's last token already equals it (the turn
   stopped on it), keep it elsewhere. max_logits (static): logits budget of one
-  slice of positions (models.transformer.map_position_chunks).
+  slice of positions (models.transformer.map_position_chunks). layers: the
+  model's unstack_layers(), when called in a loop (see Transformer.hidden).
+  score (static): False records 0 instead of the new tokens' log-probs and skips
+  the vocabulary projection of every position but the last (a prompt or a
+  correction chunk, whose log-probs a rollout never uses).
   """
   b, t = tokens_BT.shape
   s = state.num_slots
@@ -86,7 +91,8 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   causal_TS = jnp.arange(s)[None, :] <= slot_T[:, None]
   attn_mask_BTS = valid_BS[:, None, :] & causal_TS[None]
   model = nnx.merge(graphdef, params)
-  h_BTD, cache = model.hidden(tokens_BT, positions_BT, attn_mask_BTS, state.cache, start)
+  h_BTD, cache = model.hidden(tokens_BT, positions_BT, attn_mask_BTS, state.cache, start,
+                              layers=layers)
 
   # Each new token's log-prob comes from the logits of the valid token before it.
   # Score from the source side: position i predicts the first valid token after
@@ -96,7 +102,7 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   last_upto_BT = jax.lax.cummax(idx_BT, axis=1)          # last valid index <= j
   prev_BT = jnp.pad(last_upto_BT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
   rows_B1 = jnp.arange(b)[:, None]
-  if t > 1:
+  if t > 1 and score:
     first_from_BT = jax.lax.cummin(jnp.where(mask_BT, pos_T[None, :], t), axis=1,
                                    reverse=True)
     next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
@@ -105,13 +111,13 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
     in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
   else:  # a decode step: its one token is scored from state.logits_BV below
     in_chunk_BT = jnp.zeros((b, t), jnp.float32)
-  if fresh:
+  if fresh or not score:
     from_state_BT = jnp.zeros((b, t), jnp.float32)
   else:
     lse0_B = jax.nn.logsumexp(state.logits_BV, axis=-1)
     from_state_BT = state.logits_BV[rows_B1, tokens_BT] - lse0_B[:, None]
   logprob_BT = jnp.where(prev_BT >= 0, in_chunk_BT, from_state_BT)
-  logprob_BT = jnp.where(mask_BT, logprob_BT, 0.0)
+  logprob_BT = jnp.where(mask_BT & score, logprob_BT, 0.0)
 
   last_B = last_upto_BT[:, -1]
   any_B = last_B >= 0
@@ -132,11 +138,14 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, tokens_BT: jax.Array,
             mask_BT: jax.Array, num_slots: int,
-            max_logits: int = MAX_LOGITS) -> DecodeState:
-  """A fresh state of num_slots (static) slots with tokens_BT written at slot 0."""
+            max_logits: int = MAX_LOGITS, score: bool = True) -> DecodeState:
+  """A fresh state of num_slots (static) slots with tokens_BT written at slot 0.
+
+  score (static): also record the prompt tokens' log-probs (see extend).
+  """
   state = init_state(graphdef, params, tokens_BT.shape[0], num_slots)
   return extend(graphdef, params, state, tokens_BT, mask_BT, 0, fresh=True,
-                max_logits=max_logits)
+                max_logits=max_logits, score=score)
 
 
 def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
@@ -158,6 +167,7 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   """
   b = state.valid_BS.shape[0]
   keys_B = rules.row_keys(key, b)
+  layers = nnx.merge(graphdef, params).unstack_layers()  # once, outside the loop
   stop_K = jnp.asarray(tuple(stop_ids), jnp.int32).reshape(-1)
 
   def cond(carry):
@@ -171,7 +181,8 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
     active_B = ~done_B
     tok_B = jnp.where(active_B, tok_B, pad_id)
     slot = start + i
-    state = extend(graphdef, params, state, tok_B[:, None], active_B[:, None], slot)
+    state = extend(graphdef, params, state, tok_B[:, None], active_B[:, None], slot,
+                   layers=layers)
     dist_lp_B1 = jnp.where(active_B, dist_lp_B, 0.0)[:, None]
     state = state.replace(dist_logprob_BS=jax.lax.dynamic_update_slice(
         state.dist_logprob_BS, dist_lp_B1, (0, slot)))

@@ -76,13 +76,14 @@ class Sampler:
     rule = dict(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                 stop_ids=cfg.stop_ids, pad_id=cfg.pad_id)
 
-    def prefill(params, tokens_BT, mask_BT, num_slots):
+    def prefill(params, tokens_BT, mask_BT, num_slots, score=True):
       self.trace_counts['prefill'] += 1
-      return dec.prefill(g, params, tokens_BT, mask_BT, num_slots)
+      return dec.prefill(g, params, tokens_BT, mask_BT, num_slots, score=score)
 
-    def extend(params, state, tokens_BT, mask_BT, start, merge_first):
+    def extend(params, state, tokens_BT, mask_BT, start, merge_first, score=True):
       self.trace_counts['extend'] += 1
-      return dec.extend(g, params, state, tokens_BT, mask_BT, start, merge_first)
+      return dec.extend(g, params, state, tokens_BT, mask_BT, start, merge_first,
+                        score=score)
 
     def decode(params, state, key, start, num_steps):
       self.trace_counts['decode'] += 1
@@ -104,11 +105,13 @@ class Sampler:
                            state.logprob_BS, state.dist_logprob_BS, y1_stop_B,
                            y2_stop_B, length, cfg.pad_id)
 
-    # prefill(params, tokens_BT, mask_BT, num_slots) -> DecodeState
-    # extend(params, state, tokens_BT, mask_BT, start, merge_first) -> DecodeState
+    # prefill(params, tokens_BT, mask_BT, num_slots, score=True) -> DecodeState
+    # extend(params, state, tokens_BT, mask_BT, start, merge_first, score=True)
+    #   -> DecodeState; score=False: the new tokens' log-probs are not computed (0)
     # decode(params, state, key, start, num_steps) -> (DecodeState, len_B, stop_B)
-    self.prefill = jax.jit(prefill, static_argnames='num_slots')
-    self.extend = jax.jit(extend, static_argnames='merge_first', donate_argnums=1)
+    self.prefill = jax.jit(prefill, static_argnames=('num_slots', 'score'))
+    self.extend = jax.jit(extend, static_argnames=('merge_first', 'score'),
+                          donate_argnums=1)
     self.decode = jax.jit(decode, donate_argnums=1)
     self._generation = jax.jit(generation, static_argnames=('start', 'length'))
     self._pack = jax.jit(pack, static_argnames=('layout', 'length'))
@@ -132,7 +135,7 @@ class Sampler:
     """
     x_BP, m_BP = self._prompts(prompt_ids_BP, prompt_mask_BP)
     p, m = x_BP.shape[1], max_tokens or self.cfg.max_y1_tokens
-    state = self.prefill(params, x_BP, m_BP, num_slots=p + m)
+    state = self.prefill(params, x_BP, m_BP, num_slots=p + m, score=False)
     state, len_B, stop_B = self.decode(params, state, jax.random.fold_in(key, 1), p, m)
     return self._generation(state, len_B, stop_B, start=p, length=m)
 
@@ -162,7 +165,7 @@ class Sampler:
                        'token that closes y1')
     num_slots = p + m1 + c + m2
     if y1_ids_BM is None:
-      state = self.prefill(params, x_BP, m_BP, num_slots=num_slots)
+      state = self.prefill(params, x_BP, m_BP, num_slots=num_slots, score=False)
       state, _, y1_stop_B = self.decode(params, state, jax.random.fold_in(key, 1),
                                          p, m1)
     else:
@@ -176,7 +179,7 @@ class Sampler:
     # Batch-padding rows (no prompt) get no chunk, so they never start turn 2.
     chunk_mask_BC = np.broadcast_to(m_BP.any(1, keepdims=True), (b, c))
     state = self.extend(params, state, chunk_BC, chunk_mask_BC, p + m1,
-                         merge_first=True)
+                         merge_first=True, score=False)
     state, _, y2_stop_B = self.decode(params, state, jax.random.fold_in(key, 2),
                                        p + m1 + c, m2)
     return self._pack(state, y1_stop_B, y2_stop_B, layout=(p, m1, c, m2),

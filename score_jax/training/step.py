@@ -11,6 +11,12 @@ The step functions are pure: (state, ref_params, batch) -> (state, metrics).
 state so parameters and optimizer moments update in place. An optional
 `activation_sharding` (sharding.activation_sharding) constrains the residual
 stream x_BTD at every layer boundary of both forwards.
+
+SCoRe losses read log-probs and KL only at y1 and y2 tokens. With a static
+`response_len` R (>= the y1 + y2 tokens of any row, e.g. max_y1_tokens +
+max_y2_tokens) the hidden states predicting them are gathered into (B, R, D)
+before the vocabulary projection, so the prompt and the instruction never meet
+the unembedding; without it every position is scored.
 """
 from __future__ import annotations
 
@@ -48,56 +54,99 @@ def _forward_hidden(graphdef, params, tokens_BT, valid_BT, activation_sharding=N
   return model, h_BTD
 
 
+def response_positions(target_BT: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
+  """(idx_BR, real_BR): the indices of each row's first `num` target tokens, in
+  order (padded with non-target indices, real_BR False there)."""
+  order_BT = jnp.argsort(~target_BT, axis=1, stable=True)[:, :num]
+  return order_BT.astype(jnp.int32), jnp.take_along_axis(target_BT, order_BT, axis=1)
+
+
 def token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
-                exact_kl: bool = False, max_logits: int = MAX_LOGITS):
+                exact_kl: bool = False, max_logits: int = MAX_LOGITS,
+                target_BT: jax.Array | None = None, response_len: int | None = None):
   """Per token t, scored from position t-1 (0 at t = 0): log pi, and with a
   reference also log pi_ref and, if exact_kl, KL(pi || pi_ref) over the vocabulary.
 
   The logits come a slice of positions at a time (map_position_chunks; with
   several slices each is recomputed in the backward pass), so neither pass holds
-  more than the budget of B x T x V.
+  more than the budget of B x T x V. With target_BT and a static response_len
+  R, only the first R target tokens of each row are scored (0 elsewhere).
   Returns (logp_BT, ref_logp_BT | None, kl_BT | None).
   """
   with_ref = ref_model is not None
+  if response_len is None:
+    out = _aligned_stats(model, h_BTD[:, :-1], tokens_BT[:, 1:], ref_model,
+                         ref_h_BTD[:, :-1] if with_ref else None, exact_kl, max_logits)
+    out = {k: jnp.pad(v, ((0, 0), (1, 0))) for k, v in out.items()}
+  else:
+    idx_BR, real_BR = response_positions(target_BT, response_len)
+    src_BR1 = jnp.maximum(idx_BR - 1, 0)[..., None]   # token t is scored from t - 1
+    gather = lambda h_BTD: jnp.take_along_axis(h_BTD, src_BR1, axis=1)
+    out = _aligned_stats(model, gather(h_BTD), jnp.take_along_axis(tokens_BT, idx_BR, 1),
+                         ref_model, gather(ref_h_BTD) if with_ref else None, exact_kl,
+                         max_logits)
+    rows_B1 = jnp.arange(tokens_BT.shape[0])[:, None]
+    out = {k: jnp.zeros(tokens_BT.shape, v.dtype).at[rows_B1, idx_BR].add(
+        jnp.where(real_BR, v, 0.0)) for k, v in out.items()}
+  return out['logp'], out.get('ref_logp'), out.get('kl')
 
+
+def _aligned_stats(model, h_BXD, targets_BX, ref_model, ref_h_BXD, exact_kl, max_logits):
+  """{'logp', 'ref_logp', 'kl'} of targets_BX under the logits of h_BXD (same X)."""
   def one(h_BCD, targets_BC, *ref):
     logits_BCV = model.logits(h_BCD)
     out = {'logp': losses.token_log_probs(logits_BCV, targets_BC)}
-    if with_ref:
+    if ref:
       ref_logits_BCV = jax.lax.stop_gradient(ref_model.logits(ref[0]))
       out['ref_logp'] = losses.token_log_probs(ref_logits_BCV, targets_BC)
       if exact_kl:
         out['kl'] = losses.kl_exact(logits_BCV, ref_logits_BCV)
     return out
 
-  xs = (h_BTD[:, :-1], tokens_BT[:, 1:]) + ((ref_h_BTD[:, :-1],) if with_ref else ())
-  out = map_position_chunks(one, xs, vocab_size=model.cfg.vocab_size,
-                            max_logits=max_logits, remat=True)
-  out = {k: jnp.pad(v, ((0, 0), (1, 0))) for k, v in out.items()}
-  return out['logp'], out.get('ref_logp'), out.get('kl')
+  xs = (h_BXD, targets_BX) + (() if ref_model is None else (ref_h_BXD,))
+  return map_position_chunks(one, xs, vocab_size=model.cfg.vocab_size,
+                             max_logits=max_logits, remat=True)
+
+
+def response_positions(target_BT: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
+  """(idx_BR, real_BR): the indices of each row's first `num` target tokens, in
+  order, padded with indices of non-targets (real_BR False there)."""
+  order_BT = jnp.argsort(~target_BT, axis=1, stable=True)[:, :num]
+  return order_BT.astype(jnp.int32), jnp.take_along_axis(target_BT, order_BT, axis=1)
 
 
 def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConfig,
-               stage: str, activation_sharding=None, max_logits: int = MAX_LOGITS):
-  """Stage I or II loss of one batch; the reference forward carries no gradient."""
+               stage: str, activation_sharding=None, max_logits: int = MAX_LOGITS,
+               response_len: int | None = None):
+  """Stage I or II loss of one batch; the reference forward carries no gradient.
+
+  response_len (static): score only the first R y1/y2 tokens of each row (see the
+  module docstring); metric 'response_tokens_cut' counts any beyond R (want 0).
+  """
   tokens, valid = batch['tokens'], batch['valid']
   model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
   ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
                                          activation_sharding)
   exact = loss_cfg.kl_estimator == 'exact'
+  target_BT = batch['y1_mask'] | batch['y2_mask']
   logp_BT, ref_logp_BT, kl_BT = token_stats(
       model, h_BTD, tokens, ref_model, ref_h_BTD, exact_kl=exact,
-      max_logits=max_logits)
+      max_logits=max_logits, target_BT=target_BT, response_len=response_len)
   if not exact:
     kl_BT = losses.kl_sampled(logp_BT, ref_logp_BT, loss_cfg.kl_estimator)
   fn = losses.stage_one_loss if stage == 'stage1' else losses.stage_two_loss
-  return fn(logp_BT, kl_BT, batch['y1_mask'], batch['y2_mask'], batch['r1'], batch['r2'],
-            loss_cfg)
+  loss, metrics = fn(logp_BT, kl_BT, batch['y1_mask'], batch['y2_mask'], batch['r1'],
+                     batch['r2'], loss_cfg)
+  if response_len is not None:
+    cut_B = jnp.maximum(jnp.sum(target_BT, axis=1) - response_len, 0)
+    metrics = dict(metrics, response_tokens_cut=jnp.sum(cut_B))
+  return loss, metrics
 
 
 def sft_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
-             activation_sharding=None, max_logits: int = MAX_LOGITS):
-  del ref_params, loss_cfg, stage
+             activation_sharding=None, max_logits: int = MAX_LOGITS,
+             response_len: int | None = None):
+  del ref_params, loss_cfg, stage, response_len  # SFT targets are not y1/y2
   model, h_BTD = _forward_hidden(graphdef, params, batch['tokens'], batch['valid'],
                                  activation_sharding)
   logp_BT, _, _ = token_stats(model, h_BTD, batch['tokens'], max_logits=max_logits)
@@ -105,9 +154,10 @@ def sft_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
 
 
 def dpo_step_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.DPOConfig,
-                  stage='dpo', activation_sharding=None, max_logits: int = MAX_LOGITS):
+                  stage='dpo', activation_sharding=None, max_logits: int = MAX_LOGITS,
+                  response_len: int | None = None):
   """DPO on sequence log-probs of the response tokens (chosen rows, then rejected)."""
-  del stage
+  del stage, response_len  # every position is scored
   tokens, valid = batch['tokens'], batch['valid']
   model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
   ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
@@ -128,17 +178,20 @@ _LOSS_FNS = {'sft': sft_loss, 'dpo': dpo_step_loss}
 def train_step(state: TrainState, ref_params: nnx.State, batch: dict, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                loss_cfg: losses.LossConfig | losses.DPOConfig | None, stage: str,
-               activation_sharding=None, lora_scale: float | None = None):
+               activation_sharding=None, lora_scale: float | None = None,
+               response_len: int | None = None):
   """One optimizer update (or one accumulation micro-step under optax.MultiSteps).
 
   lora_scale: state.params are LoRA adapters on the frozen base ref_params (the
   policy is models.lora.merge(ref_params, adapters), the reference the base).
+  response_len (static): see score_loss.
   """
   if stage not in STAGES:
     raise ValueError(f'stage {stage!r}; expected one of {STAGES}')
   loss_fn = functools.partial(_LOSS_FNS.get(stage, score_loss), graphdef=graphdef,
                               loss_cfg=loss_cfg, stage=stage,
-                              activation_sharding=activation_sharding)
+                              activation_sharding=activation_sharding,
+                              response_len=response_len)
   if lora_scale is not None:
     loss_fn = lora.on_base(loss_fn, lora_scale)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -159,15 +212,17 @@ def compile_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                  loss_cfg: losses.LossConfig | None, stage: str, mesh: Mesh,
                  rules: sh.Rules, state_shardings: TrainState, ref_shardings,
                  batch_example: dict, activation_sharding=None,
-                 lora_scale: float | None = None) -> Callable:
+                 lora_scale: float | None = None,
+                 response_len: int | None = None) -> Callable:
   """jax.jit of train_step with explicit shardings; the state argument is donated.
 
   activation_sharding: None, or e.g. sh.activation_sharding(mesh, rules, (B, T, D))
   to constrain x_BTD at every layer boundary. lora_scale: see train_step.
+  response_len: see score_loss.
   """
   step = functools.partial(train_step, graphdef=graphdef, tx=tx, loss_cfg=loss_cfg,
                            stage=stage, activation_sharding=activation_sharding,
-                           lora_scale=lora_scale)
+                           lora_scale=lora_scale, response_len=response_len)
   return jax.jit(
       step,
       in_shardings=(state_shardings, ref_shardings,

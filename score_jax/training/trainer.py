@@ -262,7 +262,9 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
           steps_fns[stage] = step_lib.compile_step(
               exp.graphdef, tx, pairs.loss_cfg if stage == 'dpo' else loss_cfg, stage,
               exp.mesh, exp.strategy.rules, shardings, ref_shardings, global_batch,
-              activation_sharding=act, lora_scale=lora_scale)
+              activation_sharding=act, lora_scale=lora_scale,
+              # A trace holds at most this many y1 + y2 tokens: score only those.
+              response_len=cfg.sampling.max_y1_tokens + cfg.sampling.max_y2_tokens)
         state, metrics = steps_fns[stage](state, ref_params, global_batch)
         host = finite_or_raise(metrics, f'{phase}/{stage}', step)
         update_s = time.perf_counter() - t0

@@ -8,8 +8,8 @@ from flax import nnx
 from score_jax.models import Transformer
 
 # Input axes of each weight (after the leading layers axis), for a LeCun-normal draw.
-_FAN_IN_AXES = {'input_embedding': (), 'q_einsum': (2,), 'kv_einsum': (3,),
-                'qkv_einsum': (3,), 'attn_vec_einsum': (1, 2), 'gating_einsum': (2,),
+_FAN_IN_AXES = {'input_embedding': (), 'q_einsum': (1,), 'kv_einsum': (1,),
+                'qkv_einsum': (1,), 'attn_vec_einsum': (1, 2), 'gating_einsum': (1,),
                 'linear': (1,)}
 
 

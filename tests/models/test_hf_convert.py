@@ -63,7 +63,7 @@ def test_bfloat16_tensors_convert_exactly():
   hf_model = transformers.Gemma3ForCausalLM(hf_convert.hf_config(cfg)).to(torch.bfloat16)
   sd = hf_model.state_dict()
   params = hf_convert.hf_state_dict_to_params(cfg, sd)
-  q_DH = np.asarray(params['layers']['attn']['q_einsum']['w'][1, 2])  # layer 1, head 2
+  q_DH = np.asarray(params['layers']['attn']['q_einsum']['w'][1, :, 2])  # layer 1, head 2
   q_ref = sd['model.layers.1.self_attn.q_proj.weight'].float().numpy()
   h = cfg.head_dim
   assert q_DH.dtype == np.dtype('bfloat16')

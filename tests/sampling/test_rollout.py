@@ -34,6 +34,7 @@ def choose_stops(paths):
   some row ends on eot, some on eos and some runs out of budget; the latest
   such stops are preferred so that rows decode several tokens before stopping."""
   best, best_score = None, -1
+  paths = [p for p in paths if p]   # a batch-padding row never starts
   tokens = sorted({t for p in paths for t in p} - {0, 2})   # not pad or bos
   for eot, eos in itertools.permutations(tokens, 2):
     ends = []

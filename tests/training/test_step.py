@@ -50,20 +50,25 @@ def _reference_loss(params, ref_params, batch, *, graphdef, loss_cfg, stage):
   return fn(logp, kl, batch['y1_mask'], batch['y2_mask'], batch['r1'], batch['r2'], loss_cfg)
 
 
-@pytest.mark.parametrize('stage, kl', [('stage1', 'exact'), ('stage2', 'exact'),
-                                       ('stage2', 'k3'), ('sft', 'exact')])
-def test_chunked_loss_and_grads_equal_full_logits(setup, stage, kl):
+@pytest.mark.parametrize('stage, kl, response_len', [
+    ('stage1', 'exact', None), ('stage2', 'exact', None), ('stage2', 'k3', None),
+    ('sft', 'exact', None),
+    # Only the y1/y2 tokens scored: at most 3 + 5 = 8 per row (R = 8: 3 slices).
+    ('stage1', 'exact', 8), ('stage2', 'exact', 8), ('stage2', 'k1', 8)])
+def test_chunked_loss_and_grads_equal_full_logits(setup, stage, kl, response_len):
   graphdef, params, ref_params, batch = setup
   cfg = losses.LossConfig(beta1=0.3, alpha=5.0, kl_estimator=kl, baseline='batch_mean')
   chunked = step_lib.sft_loss if stage == 'sft' else step_lib.score_loss
   # 3 positions per slice (B * 3 * V logits): 12 predicted positions -> 4 slices.
   got_fn = functools.partial(chunked, graphdef=graphdef, loss_cfg=cfg, stage=stage,
-                             max_logits=B * 3 * 256)
+                             max_logits=B * 3 * 256, response_len=response_len)
   want_fn = functools.partial(_reference_loss, graphdef=graphdef, loss_cfg=cfg, stage=stage)
   (got, got_m), got_g = jax.jit(jax.value_and_grad(got_fn, has_aux=True))(params, ref_params, batch)
   (want, want_m), want_g = jax.jit(jax.value_and_grad(want_fn, has_aux=True))(
       params, ref_params, batch)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if response_len is not None:
+    assert int(got_m['response_tokens_cut']) == 0
   for k in want_m:
     np.testing.assert_allclose(got_m[k], want_m[k], rtol=1e-5, atol=1e-6, err_msg=k)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),

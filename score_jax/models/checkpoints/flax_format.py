@@ -34,6 +34,7 @@ from flax import nnx
 
 from score_jax.models.checkpoints import common
 from score_jax.models.config import ModelConfig
+from score_jax.models.layers import published_to_stored
 
 _PREFIX = 'transformer/'
 _MLP_LEAVES = re.compile(r'/mlp/(gating_einsum|linear)$')
@@ -112,9 +113,8 @@ def _global_key(path: str) -> str:
 
 
 def flax_plan(cfg: ModelConfig) -> common.Plan:
-  """Our params from the published layout; gating_einsum (2, F, D) -> (2, D, F) for Gemma 2/3."""
+  """Our params from the published layout (layers.published_to_stored per weight)."""
   _, state = common.abstract_params(cfg)
-  transpose_gating = common.generation(cfg) >= 2
   plan: common.Plan = {}
   for path, var in common.flat_params(state).items():
     if not path.startswith('layers/'):
@@ -122,9 +122,11 @@ def flax_plan(cfg: ModelConfig) -> common.Plan:
       continue
     shape = tuple(var.shape[1:])
     combine = lambda a: a
-    if path == 'layers/mlp/gating_einsum' and transpose_gating:
-      shape = (shape[0], shape[2], shape[1])
-      combine = lambda a: np.swapaxes(a, 1, 2)
+    perm = published_to_stored(path[len('layers/'):], common.generation(cfg))
+    if perm is not None:
+      inverse = tuple(int(i) for i in np.argsort(perm))
+      shape = tuple(shape[i] for i in inverse)
+      combine = lambda a, perm=perm: np.transpose(a, perm)
     plan[path] = [common.Piece((_layer_key(path, l),), (shape,), combine)
                   for l in range(cfg.num_layers)]
   return plan
@@ -146,7 +148,6 @@ def load_flax(path: str | pathlib.Path, cfg: ModelConfig, **assemble_kw) -> nnx.
 
 def to_flax_tree(cfg: ModelConfig, state) -> dict[str, dict[str, np.ndarray]]:
   """The published layout of our params, as numpy (gathered one parameter at a time)."""
-  transpose_gating = common.generation(cfg) >= 2
   tree: dict[str, dict[str, np.ndarray]] = {}
   for path, value in common.host_params(state).items():
     layers = range(cfg.num_layers) if path.startswith('layers/') else [None]
@@ -155,8 +156,9 @@ def to_flax_tree(cfg: ModelConfig, state) -> dict[str, dict[str, np.ndarray]]:
         key, a = _global_key(path), value
       else:
         key, a = _layer_key(path, l), value[l]
-        if path == 'layers/mlp/gating_einsum' and transpose_gating:
-          a = np.swapaxes(a, 1, 2)
+        perm = published_to_stored(path[len('layers/'):], common.generation(cfg))
+        if perm is not None:
+          a = np.transpose(a, np.argsort(perm))
       module, leaf = key.rsplit('/', 1)
       tree.setdefault(module, {})[leaf] = np.ascontiguousarray(a)
   return tree

@@ -37,8 +37,8 @@ def hf_plan(cfg: ModelConfig, name: Callable[[str], str],
   n, k, d, h, f = (cfg.num_heads, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim,
                    cfg.hidden_dim)
 
-  def heads(m):  # (m*H, D) -> (m, D, H)
-    return lambda a: a.reshape(m, h, d).transpose(0, 2, 1)
+  def heads(m):  # (m*H, D) -> (D, m, H)
+    return lambda a: a.T.reshape(d, m, h)
 
   def layer(l, mod):
     return name(f'model.layers.{l}.{mod}')
@@ -46,8 +46,8 @@ def hf_plan(cfg: ModelConfig, name: Callable[[str], str],
   def shifted(a):
     return a.astype(np.float32) - norm_shift if norm_shift else a
 
-  def stack(*fns):
-    return lambda *arrays: np.stack([fn(a) for fn, a in zip(fns, arrays)])
+  def stack(*fns):  # along axis 1: kv (D, 2, K, H), qkv (D, 3, N, H), gating (D, 2, F)
+    return lambda *arrays: np.stack([fn(a) for fn, a in zip(fns, arrays)], axis=1)
 
   per_layer: dict[str, Callable[[int], common.Piece]] = {
       'layers/attn/attn_vec_einsum/w': lambda l: common.Piece(

@@ -23,15 +23,18 @@ def _published_tree(cfg, params) -> dict:
           'transformer/final_norm': {'scale': p['final_norm/scale']}}
   for l in range(cfg.num_layers):
     pre = f'transformer/layer_{l}/'
-    if cfg.num_heads == cfg.num_kv_heads:
-      tree[pre + 'attn/qkv_einsum'] = {'w': p['layers/attn/qkv_einsum/w'][l]}
-    else:
-      tree[pre + 'attn/q_einsum'] = {'w': p['layers/attn/q_einsum/w'][l]}
-      tree[pre + 'attn/kv_einsum'] = {'w': p['layers/attn/kv_einsum/w'][l]}
+    c = np.ascontiguousarray
+    if cfg.num_heads == cfg.num_kv_heads:  # ours (D, 3, N, H), published (3, N, D, H)
+      tree[pre + 'attn/qkv_einsum'] = {
+          'w': c(p['layers/attn/qkv_einsum/w'][l].transpose(1, 2, 0, 3))}
+    else:  # ours q (D, N, H), kv (D, 2, K, H); published (N, D, H), (2, K, D, H)
+      tree[pre + 'attn/q_einsum'] = {'w': c(p['layers/attn/q_einsum/w'][l].transpose(1, 0, 2))}
+      tree[pre + 'attn/kv_einsum'] = {
+          'w': c(p['layers/attn/kv_einsum/w'][l].transpose(1, 2, 0, 3))}
     tree[pre + 'attn/attn_vec_einsum'] = {'w': p['layers/attn/attn_vec_einsum/w'][l]}
-    gating = p['layers/mlp/gating_einsum'][l]  # (2, D, F)
+    gating = p['layers/mlp/gating_einsum'][l]  # (D, 2, F); published (2, F, D) / Gemma 1 (2, D, F)
     tree[pre + 'mlp/gating_einsum'] = {
-        'w': np.ascontiguousarray(gating.transpose(0, 2, 1)) if gen2 else gating}
+        'w': c(gating.transpose(1, 2, 0)) if gen2 else c(gating.transpose(1, 0, 2))}
     tree[pre + 'mlp/linear'] = {'w': p['layers/mlp/linear'][l]}
     norms = ['pre_attention_norm', 'pre_ffw_norm']
     norms += ['post_attention_norm', 'post_ffw_norm'] if gen2 else []

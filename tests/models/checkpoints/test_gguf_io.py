@@ -46,10 +46,10 @@ def test_llama_cpp_conventions(tmp_path):
                              p['layers/pre_ffw_norm/scale'][1] + 1, rtol=0, atol=1e-7)
   np.testing.assert_allclose(tensors['blk.2.attn_k_norm.weight'].data,
                              p['layers/attn/_key_norm/scale'][2] + 1, rtol=0, atol=1e-7)
-  q_LNDH = p['layers/attn/q_einsum/w']
-  n, d, hd = q_LNDH.shape[1:]
+  q_LDNH = p['layers/attn/q_einsum/w']
+  d, n, hd = q_LDNH.shape[1:]
   np.testing.assert_array_equal(tensors['blk.0.attn_q.weight'].data,
-                                q_LNDH[0].transpose(0, 2, 1).reshape(n * hd, d))
+                                q_LDNH[0].reshape(d, n * hd).T)
   assert 'output.weight' not in tensors  # tied head, as llama.cpp writes Gemma
   assert reader.fields['general.architecture'].contents() == 'gemma3'
 

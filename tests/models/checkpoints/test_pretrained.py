@@ -63,7 +63,7 @@ def test_every_format_loads_sharded_over_8_devices(ckpts):
   specs = {k: s.spec for k, s in fsdp_shardings(common.abstract_params(CFG)[1]).items()}
   assert specs['embedder/input_embedding'] == P('fsdp', None)   # (256, 64): vocab
   assert specs['layers/mlp/linear'] == P(None, 'fsdp', None)     # (L, 128, 64): mlp
-  assert specs['layers/attn/q_einsum/w'] == P(None, None, 'fsdp', None)  # (L, 4, 64, 16)
+  assert specs['layers/attn/q_einsum/w'] == P(None, 'fsdp', None, None)  # (L, 64, 4, 16)
 
 
 def test_shardings_tree_from_the_trainer(ckpts):

@@ -1,0 +1,147 @@
+"""Peers and ceilings for the benchmarks: HF generate, a PyTorch Stage II step, roofline.
+
+Everything runs on the SAME random weights as our model (hf_convert maps them), in
+the caller's process, so the benchmarks print side-by-side ratios. The roofline
+measures this machine: float32 matmul GFLOP/s, memory GB/s, and the tokens/s of
+a jitted chain of plain matmuls over the model's weights (no attention, no
+sampling): the ceiling for cached decoding.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax.models import hf_convert
+from score_jax.models.config import ModelConfig
+
+# The issue's model: a random Gemma 3 text decoder of 27M parameters.
+PEER_OVERRIDES = dict(num_layers=6, vocab_size=8192, embed_dim=512, hidden_dim=2048,
+                      num_heads=8, num_kv_heads=2, head_dim=64, query_pre_attn_scalar=64)
+PEER_BASE = 'gemma3_1b'
+
+
+def best_of(fn, repeats: int) -> tuple[float, list[float]]:
+  """(median wall seconds, all of them) of `repeats` calls after one warm-up."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), times
+
+
+def hf_model(cfg: ModelConfig, params):
+  """The transformers model holding our params (eval mode, float32)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf_cfg = hf_convert.hf_config(cfg)
+  cls = {'Gemma3TextConfig': transformers.Gemma3ForCausalLM,
+         'Gemma2Config': transformers.Gemma2ForCausalLM,
+         'GemmaConfig': transformers.GemmaForCausalLM}[type(hf_cfg).__name__]
+  model = cls(hf_cfg)
+  sd = {k: torch.from_numpy(np.asarray(v, np.float32))
+        for k, v in hf_convert.params_to_hf_state_dict(cfg, params).items()}
+  model.load_state_dict(sd, strict=False)
+  model.tie_weights()
+  return model.eval()
+
+
+def hf_two_turns(model, prompt_BP: np.ndarray, chunk_C: np.ndarray, m1: int, m2: int):
+  """HF generate, two turns at temperature 1 (no top-k), turn 2 continuing turn 1's cache."""
+  import torch  # pylint: disable=g-import-not-at-top
+  kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, eos_token_id=None,
+            pad_token_id=0, return_dict_in_generate=True)
+  x = torch.from_numpy(prompt_BP.astype(np.int64))
+  with torch.inference_mode():
+    out = model.generate(x, max_new_tokens=m1, min_new_tokens=m1, **kw)
+    chunk = torch.from_numpy(np.broadcast_to(chunk_C, (x.shape[0], len(chunk_C))).copy())
+    seq = torch.cat([out.sequences, chunk.to(out.sequences.dtype)], 1)
+    out2 = model.generate(seq, past_key_values=out.past_key_values, max_new_tokens=m2,
+                          min_new_tokens=m2, **kw)
+  return out2.sequences
+
+
+def torch_stage2_step(model, tokens_BT: np.ndarray, y1_BT: np.ndarray, y2_BT: np.ndarray,
+                      r1_B: np.ndarray, r2_B: np.ndarray, beta: float, alpha: float):
+  """A Stage II step in PyTorch: policy forward+backward, frozen reference forward,
+  k1 KL on y1/y2 tokens, REINFORCE with shaped y2 reward, AdamW. Returns step()."""
+  import copy  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  ref = copy.deepcopy(model).eval().requires_grad_(False)
+  model.train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+  tok = torch.from_numpy(tokens_BT.astype(np.int64))
+  m1, m2 = torch.from_numpy(y1_BT[:, 1:]), torch.from_numpy(y2_BT[:, 1:])
+  r1, r2 = torch.from_numpy(r1_B), torch.from_numpy(r2_B)
+  adv1 = r1 - r1.mean()
+  r2s = r2 + alpha * (r2 - r1)
+  adv2 = r2s - r2s.mean()
+
+  def logp(m):
+    logits = m(tok).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, tok[:, 1:, None])[..., 0]
+
+  def step():
+    with torch.no_grad():
+      ref_lp = logp(ref)
+    lp = logp(model)
+    kl = lp - ref_lp
+    loss = (-(lp * adv1[:, None] - beta * kl)[m1].sum()
+            - (lp * adv2[:, None] - beta * kl)[m2].sum()) / tok.shape[0]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+  return step
+
+
+def roofline(cfg: ModelConfig, params, batch_sizes, steps: int = 32, repeats: int = 3):
+  """This machine's limits: matmul GFLOP/s, memory GB/s, matmul-chain tokens/s per B.
+
+  The chain runs, per token and layer, the decode step's matmuls on the model's
+  own weights as separate arrays (q, kv, attn_vec, gating, linear; stored (in,
+  out), so each is one plain matmul) and the tied head: `steps` tokens in a row,
+  each streaming the whole model, with no attention, norms or sampling.
+  """
+  n = 2048
+  a = jnp.ones((n, n), jnp.float32)
+  mm = jax.jit(lambda a: a @ a)
+  t_mm, _ = best_of(lambda: mm(a).block_until_ready(), repeats)
+  big = jnp.ones((64 << 20,), jnp.float32)        # 256 MiB: read once, written once
+  cp = jax.jit(lambda x: x * 1.0001)
+  t_cp, _ = best_of(lambda: cp(big).block_until_ready(), repeats)
+  out = dict(matmul_gflops=2 * n ** 3 / t_mm / 1e9, memory_gbs=2 * big.nbytes / t_cp / 1e9)
+  d, f = cfg.embed_dim, cfg.hidden_dim
+  lay = params['layers']
+  attn = lay['attn']
+  q = attn['qkv_einsum']['w'] if 'qkv_einsum' in attn else attn['q_einsum']['w']
+  flat = lambda x, l: jnp.asarray(x[...][l]).reshape(d, -1)   # (D, out...) -> 2-D
+  layers = [dict(q=flat(q, l), o=jnp.asarray(attn['attn_vec_einsum']['w'][...][l]).reshape(-1, d),
+                 kv=(flat(attn['kv_einsum']['w'], l) if 'kv_einsum' in attn else None),
+                 gate=flat(lay['mlp']['gating_einsum'], l),
+                 down=jnp.asarray(lay['mlp']['linear'][...][l]))
+            for l in range(cfg.num_layers)]
+  emb_VD = jnp.asarray(params['embedder']['input_embedding'][...])
+
+  def chain(x_BD, layers, emb_VD):
+    def token(_, x_BD):
+      for w in layers:
+        q_BX = x_BD @ w['q']
+        if w['kv'] is not None:
+          q_BX = q_BX + jnp.sum(x_BD @ w['kv']) * 1e-9
+        x_BD = x_BD + q_BX[:, :w['o'].shape[0]] @ w['o']
+        x_BD = x_BD + (x_BD @ w['gate'])[:, :f] @ w['down']
+      return x_BD + (x_BD @ emb_VD.T)[:, :d] * 1e-9
+    return jax.lax.fori_loop(0, steps, token, x_BD)
+
+  chain = jax.jit(chain)
+  for b in batch_sizes:
+    x = jnp.full((b, d), 1e-3, jnp.float32)
+    t, _ = best_of(lambda: chain(x, layers, emb_VD).block_until_ready(), repeats)
+    out[f'chain_tok_s_B{b}'] = b * steps / t
+  return out
