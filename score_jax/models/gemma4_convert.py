@@ -136,11 +136,17 @@ def _top_maps(cfg: ModelConfig) -> list[tuple[str, str, Callable, Callable]]:
   return maps
 
 
+def component_axis(name: str) -> int:
+  """Axis of the '#c' components in a stacked (L, ...) weight: layers.FeedForward
+  stores gating_einsum (D, 2, F); Attention4's kv_einsum is (2, K, D, H)."""
+  return 2 if name.endswith('mlp/gating_einsum') else 1
+
+
 def _get(tree: Mapping, path: str) -> np.ndarray:
   name, _, comp = path.partition('#')
   for part in name.split('/'):
     tree = tree[part]
-  return tree[:, int(comp)] if comp else tree
+  return np.take(tree, int(comp), axis=component_axis(name)) if comp else tree
 
 
 def params_to_hf_state_dict(cfg: ModelConfig, p: Mapping, prefix: str = 'model.'
@@ -183,12 +189,12 @@ def hf_state_dict_to_params(cfg: ModelConfig, get: Callable[[str], np.ndarray]) 
   return params
 
 
-def _join_components(tree):
-  """{0: a, 1: b} leaves (split '#c' paths) -> np.stack([a, b], axis=1)."""
+def _join_components(tree, name: str = ''):
+  """{0: a, 1: b} leaves (split '#c' paths) -> np.stack([a, b], component_axis)."""
   if isinstance(tree, dict) and tree and all(isinstance(k, int) for k in tree):
-    return np.stack([tree[c] for c in sorted(tree)], axis=1)
+    return np.stack([tree[c] for c in sorted(tree)], axis=component_axis(name))
   if isinstance(tree, dict):
-    return {k: _join_components(v) for k, v in tree.items()}
+    return {k: _join_components(v, f'{name}/{k}') for k, v in tree.items()}
   return tree
 
 

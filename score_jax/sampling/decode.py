@@ -91,8 +91,9 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   causal_TS = jnp.arange(s)[None, :] <= slot_T[:, None]
   attn_mask_BTS = valid_BS[:, None, :] & causal_TS[None]
   model = nnx.merge(graphdef, params)
+  unstacked = {} if layers is None else {'layers': layers}
   h_BTD, cache = model.hidden(tokens_BT, positions_BT, attn_mask_BTS, state.cache, start,
-                              layers=layers)
+                              **unstacked)
 
   # Each new token's log-prob comes from the logits of the valid token before it.
   # Score from the source side: position i predicts the first valid token after
@@ -167,7 +168,9 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   """
   b = state.valid_BS.shape[0]
   keys_B = rules.row_keys(key, b)
-  layers = nnx.merge(graphdef, params).unstack_layers()  # once, outside the loop
+  model = nnx.merge(graphdef, params)
+  # Once, outside the loop (see Transformer.unstack_layers).
+  layers = model.unstack_layers() if hasattr(model, 'unstack_layers') else None
   stop_K = jnp.asarray(tuple(stop_ids), jnp.int32).reshape(-1)
 
   def cond(carry):

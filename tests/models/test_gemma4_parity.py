@@ -48,7 +48,7 @@ CONFIGS = {
 }
 # Input axes (after the stacked layers axis) of each weight, for a fan-in draw.
 _FAN_IN = {'q_einsum': (1,), 'kv_einsum': (2,), 'k_einsum': (1,), 'attn_vec_einsum': (0, 1),
-           'mlp/gating_einsum': (1,), 'mlp/linear': (0,), 'moe/gating_einsum': (2,),
+           'mlp/gating_einsum': (0,), 'mlp/linear': (0,), 'moe/gating_einsum': (2,),
            'moe/linear': (1,), 'router': (0,), 'per_layer_input_gate': (0,),
            'per_layer_projection': (0,)}
 
