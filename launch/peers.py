@@ -1,4 +1,5 @@
-"""Peers and ceilings for the benchmarks: HF generate, a PyTorch Stage II step, roofline.
+"""Shared pieces of the speed benchmarks: peers (HF generate, a PyTorch Stage II
+step), this machine's roofline, our timed Stage II step and its model flops.
 
 Everything runs on the SAME random weights as our model (hf_convert maps them), in
 the caller's process, so the benchmarks print side-by-side ratios. The roofline
@@ -8,19 +9,26 @@ sampling): the ceiling for cached decoding.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
 
-from score_jax.models import hf_convert
+from score_jax import hlo, losses
+from score_jax.models import Transformer, hf_convert
 from score_jax.models.config import ModelConfig
+from score_jax.training import step as step_lib
+from score_jax.training.state import TrainState
 
 # The issue's model: a random Gemma 3 text decoder of 27M parameters.
 PEER_OVERRIDES = dict(num_layers=6, vocab_size=8192, embed_dim=512, hidden_dim=2048,
                       num_heads=8, num_kv_heads=2, head_dim=64, query_pre_attn_scalar=64)
 PEER_BASE = 'gemma3_1b'
+STAGE2_BETA, STAGE2_ALPHA = 0.01, 10.0
 
 
 def best_of(fn, repeats: int) -> tuple[float, list[float]]:
@@ -145,3 +153,51 @@ def roofline(cfg: ModelConfig, params, batch_sizes, steps: int = 32, repeats: in
     t, _ = best_of(lambda: chain(x, layers, emb_VD).block_until_ready(), repeats)
     out[f'chain_tok_s_B{b}'] = b * steps / t
   return out
+
+
+def make_batch(b: int, layout: list[int], vocab: int) -> dict:
+  """A Stage II batch of b rows [x | y1 | p | y2] (layout: their lengths), all valid."""
+  p, m1, c, m2 = layout
+  t = p + m1 + c + m2
+  rng = np.random.default_rng(0)
+  pos = np.arange(t)[None, :]
+  return {'tokens': rng.integers(3, vocab, (b, t)).astype(np.int32),
+          'valid': np.ones((b, t), bool),
+          'y1_mask': np.broadcast_to((pos >= p) & (pos < p + m1), (b, t)).copy(),
+          'y2_mask': np.broadcast_to(pos >= p + m1 + c, (b, t)).copy(),
+          'r1': rng.integers(0, 2, b).astype(np.float32),
+          'r2': rng.integers(0, 2, b).astype(np.float32)}
+
+
+def time_stage2_step(cfg, params, batch, response_len, repeats):
+  """(median s, all s, weight-sized copies in its HLO) of our jitted Stage II step
+  (AdamW, k1 KL, batch-mean baseline) on `batch`; params are not consumed."""
+  graphdef, _ = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  tx = optax.adamw(1e-6)
+  loss_cfg = losses.LossConfig(beta1=STAGE2_BETA, alpha=STAGE2_ALPHA, kl_estimator='k1',
+                               baseline='batch_mean')
+  step = jax.jit(functools.partial(step_lib.train_step, graphdef=graphdef, tx=tx,
+                                   loss_cfg=loss_cfg, stage='stage2',
+                                   response_len=response_len), donate_argnums=0)
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=copy(params),
+                     opt_state=tx.init(params), rng=jnp.zeros((2,), jnp.uint32))
+  compiled = step.lower(state, params, batch).compile()
+  copies = hlo.weight_copies(compiled.as_text(), params)
+  box = [state]
+
+  def run():
+    box[0], metrics = compiled(box[0], params, batch)
+    jax.block_until_ready(metrics)
+
+  med, times = best_of(run, repeats)
+  return med, times, copies
+
+
+def model_flops(cfg, b: int, t: int, r: int) -> float:
+  """Matmul flops a Stage II step must do (see the module docstring)."""
+  d, n, k, h, f = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_dim
+  per_layer = d * (n + 2 * k) * h + n * h * d + 3 * d * f     # q, kv, attn_vec, gating, linear
+  fwd = cfg.num_layers * (2 * per_layer * b * t + 4 * b * t * t * n * h)
+  head = 2 * cfg.vocab_size * d * b * r
+  return 3 * (fwd + head) + (fwd + head)      # policy forward + backward, reference forward
