@@ -31,11 +31,28 @@ TARGETS = {
     'attn/q_einsum/w': (1,),            # L D N H: D -> (N, H)
     'attn/kv_einsum/w': (1,),           # L D 2 K H: D -> (2, K, H)
     'attn/qkv_einsum/w': (1,),          # L D 3 N H: D -> (3, N, H)
+    'attn/k_einsum/w': (2,),            # Gemma 4's k == v layers only (GEMMA4_IN_AXES)
     'attn/attn_vec_einsum/w': (1, 2),   # L N H D: (N, H) -> D
     'mlp/gating_einsum': (1,),          # L D 2 F: D -> (2, F)
     'mlp/linear': (1,),                 # L F D: F -> D
 }
+# Gemma 4's per-kind stacks (layers_local, layers_global_shared, ...; models/gemma4.py)
+# keep attention weights as (N, D, H) / (2, K, D, H) / (K, D, H) (k == v layers).
+GEMMA4_IN_AXES = {
+    'attn/q_einsum/w': (2,),            # L N D H
+    'attn/kv_einsum/w': (3,),           # L 2 K D H
+    'attn/k_einsum/w': (2,),            # L K D H
+    'attn/attn_vec_einsum/w': (1, 2),   # L N H D
+    'mlp/gating_einsum': TARGETS['mlp/gating_einsum'],   # layers.FeedForward's
+    'mlp/linear': TARGETS['mlp/linear'],
+}
 _ADAPTERS = ('a', 'b')
+
+
+def _in_axes(name: str) -> tuple[int, ...]:
+  """Input axes of the adapted weight '<stack>/<target>'."""
+  stack, _, target = name.partition('/')
+  return GEMMA4_IN_AXES[target] if stack.startswith('layers_') else TARGETS[target]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +87,11 @@ def _path_key(path) -> str:
 def _adapted(base: nnx.State, targets: Sequence[str]) -> dict[str, nnx.Variable]:
   """'layers/<target>' -> the base Variable, for the targets this model has."""
   flat = {'/'.join(map(str, p)): v for p, v in nnx.to_flat_state(base)}
-  found = {f'layers/{t}': flat[f'layers/{t}'] for t in targets if f'layers/{t}' in flat}
+  found = {}
+  for name, var in flat.items():  # 'layers' (Gemma 1-3) or Gemma 4's 'layers_<kind>'
+    stack, _, rest = name.partition('/')
+    if (stack == 'layers' or stack.startswith('layers_')) and rest in targets:
+      found[name] = var
   if not found:
     raise ValueError(f'lora: none of the targets {list(targets)} is a param of this model')
   return found
@@ -94,7 +115,7 @@ def init(base: nnx.State, cfg: LoraConfig, key: jax.Array) -> nnx.State:
     raise ValueError('lora.init: config.lora.rank is 0; expected >= 1')
   tree: dict = {}
   for i, (name, var) in enumerate(sorted(_adapted(base, cfg.targets).items())):
-    in_axes = TARGETS[name.split('/', 1)[1]]
+    in_axes = _in_axes(name)
     shape, axes = var.shape, var.get_metadata()['logical_axes']
     outs = [j for j in range(1, len(shape)) if j not in in_axes]
     fan_in = math.prod(shape[j] for j in in_axes)
@@ -132,7 +153,7 @@ def merge(base: nnx.State, adapters: nnx.State, scale: float) -> nnx.State:
     if name not in pairs:
       return var
     w = var[...]
-    d = delta(pairs[name]['a'], pairs[name]['b'], TARGETS[name.split('/', 1)[1]], w.ndim)
+    d = delta(pairs[name]['a'], pairs[name]['b'], _in_axes(name), w.ndim)
     return var.replace((w.astype(jnp.float32) + scale * d).astype(w.dtype))
 
   unknown = set(pairs) - {'/'.join(map(str, p)) for p, _ in nnx.to_flat_state(base)}

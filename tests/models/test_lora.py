@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from score_jax import losses
-from score_jax.models import Transformer, get_preset, lora
+from score_jax.models import Transformer, create_model, get_preset, lora
 from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
 
@@ -50,11 +50,27 @@ def test_fresh_adapters_merge_to_the_base_bit_for_bit(setup):
   _, base, _, cfg = setup
   adapters = lora.init(base, cfg, jax.random.key(0))
   assert sorted(_flat(adapters)) == sorted(
-      f'layers/{t}/{ab}' for t in lora.TARGETS if t != 'attn/qkv_einsum/w' for ab in 'ab')
+      f'layers/{t}/{ab}' for t in lora.TARGETS
+      if t not in ('attn/qkv_einsum/w', 'attn/k_einsum/w') for ab in 'ab')
   merged, want = _flat(lora.merge(base, adapters, cfg.scale)), _flat(base)
   assert merged.keys() == want.keys()
   for k in want:
     np.testing.assert_array_equal(merged[k], want[k])
+
+
+def _check_low_rank(merged, ad, w, cfg, name, in_axes):
+  """merged[name] == W + scale * A @ B, layer by layer, as numpy matrices."""
+  a, b, w0 = ad[f'{name}/a'], ad[f'{name}/b'], w[name]
+  out_axes = [i for i in range(1, w0.ndim) if i not in in_axes]
+  for layer in range(w0.shape[0]):
+    # W as an (in, out) matrix, updated by A (in, r) @ B (r, out), then laid back out.
+    perm = list(in_axes) + out_axes
+    w_mat = np.transpose(w0[layer], [i - 1 for i in perm])
+    shape = w_mat.shape
+    upd = w_mat.reshape(a[layer].reshape(-1, cfg.rank).shape[0], -1) + cfg.scale * (
+        a[layer].reshape(-1, cfg.rank) @ b[layer].reshape(cfg.rank, -1))
+    want = np.transpose(upd.reshape(shape), np.argsort([i - 1 for i in perm]))
+    np.testing.assert_allclose(merged[name][layer], want, rtol=1e-5, atol=1e-6)
 
 
 def test_merge_is_the_per_layer_low_rank_product(setup):
@@ -63,21 +79,31 @@ def test_merge_is_the_per_layer_low_rank_product(setup):
   merged, ad, w = _flat(lora.merge(base, adapters, cfg.scale)), _flat(adapters), _flat(base)
   for target, in_axes in lora.TARGETS.items():
     name = f'layers/{target}'
-    if name not in w:
-      continue
-    a, b, w0 = ad[f'{name}/a'], ad[f'{name}/b'], w[name]
-    out_axes = [i for i in range(1, w0.ndim) if i not in in_axes]
-    for layer in range(w0.shape[0]):
-      # W as an (in, out) matrix, updated by A (in, r) @ B (r, out), then laid back out.
-      perm = list(in_axes) + out_axes
-      w_mat = np.transpose(w0[layer], [i - 1 for i in perm])
-      shape = w_mat.shape
-      upd = w_mat.reshape(a[layer].reshape(-1, cfg.rank).shape[0], -1) + cfg.scale * (
-          a[layer].reshape(-1, cfg.rank) @ b[layer].reshape(cfg.rank, -1))
-      want = np.transpose(upd.reshape(shape), np.argsort([i - 1 for i in perm]))
-      np.testing.assert_allclose(merged[name][layer], want, rtol=1e-5, atol=1e-6)
+    if name in w:
+      _check_low_rank(merged, ad, w, cfg, name, in_axes)
   for k in w:   # everything not adapted is the base
     if not any(k == f'layers/{t}' for t in lora.TARGETS):
+      np.testing.assert_array_equal(merged[k], w[k])
+
+
+def test_gemma4_stacks_are_adapted_per_layer_kind():
+  """Gemma 4 keeps one stack per layer kind: every kind's targets get adapters,
+  incl. the k == v layers' k_einsum; MoE, PLE and norms stay the base."""
+  cfg = lora.LoraConfig(rank=2, alpha=4.0)
+  _, base = nnx.split(nnx.eval_shape(lambda: create_model(
+      get_preset('gemma4_tiny'), rngs=nnx.Rngs(0))))
+  base = jax.tree.map(lambda x: np.random.RandomState(0).randn(*x.shape).astype(x.dtype),
+                      base)
+  adapters = _nonzero(lora.init(base, cfg, jax.random.key(0)))
+  merged, ad, w = _flat(lora.merge(base, adapters, cfg.scale)), _flat(adapters), _flat(base)
+  adapted = {k.rsplit('/', 1)[0] for k in ad}
+  assert {'layers_global/attn/k_einsum/w', 'layers_local/attn/kv_einsum/w',
+          'layers_global_shared/attn/q_einsum/w', 'layers_local_shared/mlp/linear'} <= adapted
+  assert not any('kv_einsum' in k for k in adapted if '_shared/' in k)  # none to adapt
+  for name in adapted:
+    _check_low_rank(merged, ad, w, cfg, name, lora.GEMMA4_IN_AXES[name.split('/', 1)[1]])
+  for k in w:
+    if k not in adapted:
       np.testing.assert_array_equal(merged[k], w[k])
 
 
