@@ -7,6 +7,7 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP    := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+TESTS ?= tests
 
 .PHONY: setup demo test clean
 
@@ -31,7 +32,7 @@ demo: $(RUNTIME_STAMP)
 	$(PY) launch/demo.py --config=configs/tiny.py
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv312 runs .pytest_cache
