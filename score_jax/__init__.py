@@ -1,3 +1,61 @@
-"""score_jax: SCoRe (Kumar et al., arXiv 2409.12917) in JAX/Flax NNX."""
+"""score_jax: SCoRe (Kumar et al., arXiv 2409.12917) in JAX/Flax NNX.
+
+The public API (see README, "Use it as a library"):
+
+  load_config(path)                 a config file -> ConfigDict
+  task(problems, prompt, reward)    a Task from plain callables (FunctionTask)
+  Experiment(cfg, task=...)         tokenizer, model, mesh and samplers of a run
+  load_model(preset | path)         (ModelConfig, params): preset, checkpoint, HF dir
+  sample(exp, params)               two decoded, scored attempts per problem
+  train(exp, params)                Stage I / Stage II (the config's schedule)
+  evaluate(exp, params)             the paper's metrics: acc_t1, acc_t2, delta, ...
+  load_trained(exp)                 a train() checkpoint's params, no optimizer
+  save_params / load_params         params to and from an Orbax directory
+
+Names resolve on first use, so `import score_jax` does not import JAX.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = '0.1.0'
+
+# public name -> module that defines it
+_EXPORTS = {
+    'load_config': 'score_jax.api', 'task': 'score_jax.api', 'load_model': 'score_jax.api',
+    'sample': 'score_jax.api', 'TwoTurns': 'score_jax.api', 'train': 'score_jax.api',
+    'evaluate': 'score_jax.api', 'load_trained': 'score_jax.api',
+    'save_params': 'score_jax.api', 'load_params': 'score_jax.api',
+    'Experiment': 'score_jax.training.experiment',
+    'ScoreResult': 'score_jax.training.trainer',
+    'Task': 'score_jax.data.tasks', 'make_task': 'score_jax.data.tasks',
+    'FunctionTask': 'score_jax.data.function_task',
+    'ModelConfig': 'score_jax.models.config', 'get_preset': 'score_jax.models.config',
+    'Sampler': 'score_jax.sampling.rollout', 'SamplingConfig': 'score_jax.sampling.config',
+}
+
+__all__ = sorted(_EXPORTS) + ['__version__']
+
+if TYPE_CHECKING:
+  from score_jax.api import (TwoTurns, evaluate, load_config, load_model, load_params,
+                             load_trained, sample, save_params, task, train)
+  from score_jax.data.function_task import FunctionTask
+  from score_jax.data.tasks import Task, make_task
+  from score_jax.models.config import ModelConfig, get_preset
+  from score_jax.sampling.config import SamplingConfig
+  from score_jax.sampling.rollout import Sampler
+  from score_jax.training.experiment import Experiment
+  from score_jax.training.trainer import ScoreResult
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f'module score_jax has no attribute {name!r}')
+  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  globals()[name] = value   # resolved once
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

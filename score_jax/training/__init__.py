@@ -1,1 +1,10 @@
-"""Train state, sharding, jitted steps, checkpointing and the online SCoRe loop."""
+"""Train state, sharding, jitted steps, checkpointing and the online SCoRe loop.
+
+Modules: experiment (Experiment: what a run is built from), trainer
+(train_score, train_sft), step, state, checkpoint, resume, sharding,
+base_model, warmup, baselines, report, logging, preemption. Importing the
+package imports none of them; the library's verbs are in score_jax itself.
+"""
+
+__all__ = ['base_model', 'baselines', 'checkpoint', 'experiment', 'logging', 'preemption',
+           'report', 'resume', 'sharding', 'state', 'step', 'trainer', 'warmup']

@@ -189,17 +189,46 @@ class Checkpointer:
     template_state: a state of the expected structure, shapes and shardings (e.g.
     the freshly initialised one); the restored arrays take its shardings.
     """
+    manager, step = self._pick(step, best)
+    expected = _abstract(_flatten(template_state))
+    _, stored = self._read_metadata(manager, step)
+    _check_compatible(pathlib.Path(manager.directory) / str(step), expected, stored)
+    restored = self._restore(manager, step, expected)
+    return _unflatten_like(template_state, restored['state']), restored['data'], restored['meta']
+
+  def restore_params(self, template_params, step: int | None = None, best: bool = False):
+    """(params, meta) of a step: only the state's `params`, no optimizer state.
+
+    Evaluation needs no optimizer: the step's other arrays (moments, step, rng)
+    are never read (an Orbax partial restore). template_params: arrays or
+    ShapeDtypeStructs with shardings, which the restored arrays take; with LoRA,
+    the adapters (what the run trained).
+    """
+    manager, step = self._pick(step, best)
+    expected = {'.params' + k: v for k, v in _abstract(_flatten(template_params)).items()}
+    meta, stored = self._read_metadata(manager, step)
+    stored = {k: v for k, v in stored.items() if k.startswith('.params')}
+    step_dir = pathlib.Path(manager.directory) / str(step)
+    _check_compatible(step_dir, expected, stored)
+    # The managers' 'state' handler restores whole trees only; a PyTree reader of
+    # the same files restores a part of one.
+    with ocp.PyTreeCheckpointer() as reader:
+      restored = reader.restore(step_dir / 'state', args=ocp.args.PyTreeRestore(
+          item=expected, restore_args=ocp.checkpoint_utils.construct_restore_args(expected),
+          partial_restore=True))
+    params = _unflatten_like(template_params,
+                             {k[len('.params'):]: v for k, v in restored.items()})
+    return params, meta
+
+  def _pick(self, step: int | None, best: bool):
+    """(manager, step): the best step, or `step` (default: the latest)."""
     manager = self._best if best else self._latest
     if manager is None:
       raise ValueError(f'{self.root}: best-checkpoint tracking is off (keep_best=False)')
     step = manager.best_step() if best else (step if step is not None else manager.latest_step())
     if step is None:
       raise FileNotFoundError(f'no checkpoint under {manager.directory}')
-    expected = _abstract(_flatten(template_state))
-    _, stored = self._read_metadata(manager, step)
-    _check_compatible(pathlib.Path(manager.directory) / str(step), expected, stored)
-    restored = self._restore(manager, step, expected)
-    return _unflatten_like(template_state, restored['state']), restored['data'], restored['meta']
+    return manager, step
 
   @staticmethod
   def _read_metadata(manager, step: int) -> tuple[dict, dict]:
