@@ -26,11 +26,13 @@ from score_jax import config as config_lib
 from score_jax.config import ConfigError
 from score_jax.data.function_task import PAPER_CORRECTION_INSTRUCTION, FunctionTask
 from score_jax.models import checkpoints as model_ckpt
+from score_jax.models.checkpoints.pretrained import config_from_checkpoint
 from score_jax.models.config import PRESETS, ModelConfig, get_preset
 from score_jax.models.factory import create_model
 from score_jax.training import trainer
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
+from score_jax.training.experiment import _reindexed as reindexed  # pylint: disable=protected-access
 
 
 def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -85,7 +87,6 @@ def load_model(source: str | pathlib.Path, *, seed: int = 0,
   if not path.exists():
     raise FileNotFoundError(f'model {source}: neither a preset ({", ".join(sorted(PRESETS))}) '
                             'nor an existing checkpoint path')
-  from score_jax.models.checkpoints.pretrained import config_from_checkpoint  # pylint: disable=g-import-not-at-top
   cfg = config_from_checkpoint(path, **overrides)
   return cfg, model_ckpt.load_params(path, cfg)
 
@@ -116,15 +117,15 @@ def sample(exp: Experiment, params: nnx.State, examples: Sequence[Any] | None = 
   """Two attempts at each example (default: the task's `split`), decoded and scored.
 
   One jitted two-turn rollout per batch (Sampler.rollout: y1, then the
-  correction instruction and y2 in the same KV cache).
+  correction instruction and y2 in the same KV cache). batch_size defaults to a
+  training rollout's rows (data.batch_size x train.samples_per_prompt), so the
+  sampler compiled for training is reused.
   """
-  examples = list(exp.task.load_examples(split) if examples is None else examples)
-  examples = [dataclasses.replace(e, index=i) if e.index != i else e
-              for i, e in enumerate(examples)]
+  examples = reindexed(exp.task.load_examples(split) if examples is None else examples)
   sample_params = exp.for_sampling(params)
   key, out = jax.random.key(seed), []
-  batches = exp.pipeline(examples, batch_size or exp.cfg.eval.batch_size, seed=seed,
-                         train=False)
+  rows = batch_size or exp.cfg.data.batch_size * exp.cfg.train.samples_per_prompt
+  batches = exp.pipeline(examples, rows, seed=seed, train=False)
   dec = lambda ids: exp.prompt_format.response_text(exp.tokenizer.decode(ids))
   for i, batch in enumerate(batches):
     ro = exp.rollout(sample_params, batch, examples, jax.random.fold_in(key, i),

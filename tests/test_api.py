@@ -9,8 +9,9 @@ import pytest
 import score_jax
 from score_jax.data import function_task
 from score_jax.data.tokenizer import END_OF_TURN
+from score_jax.models.checkpoints import save_safetensors
 from score_jax.training import state as state_lib
-from tests.training.tiny_config import tiny_config
+from tests.training.tiny_config import run_config
 
 
 def _leaves_equal(a, b):
@@ -60,13 +61,15 @@ def test_function_task_rejects_bad_input():
 
 
 def test_trained_params_load_back_without_an_optimizer(tmp_path, monkeypatch):
-  cfg = tiny_config(tmp_path)
-  cfg.task.fields.num_train, cfg.task.fields.num_test = 40, 15
-  cfg.data.batch_size, cfg.checkpoint.async_save = 4, False
-  cfg.train.schedule = (('stage1', 1), ('stage2', 1))
-  exp = score_jax.Experiment(cfg)
+  exp = score_jax.Experiment(run_config(tmp_path, schedule=(('stage1', 1), ('stage2', 1))))
   base = exp.init_params(0)
   result = score_jax.train(exp, base)
+  # An existing Task subclass (synthetic addition) through sample(): every held-out
+  # problem once, scored by the task's own reward of the decoded text.
+  turns = score_jax.sample(exp, result.params, split='test')
+  assert sorted(t.problem.question for t in turns) == sorted(
+      e.question for e in exp.task.load_examples('test'))
+  assert [t.r2 for t in turns] == [exp.task.reward(t.problem, t.y2) for t in turns]
 
   def no_optimizer(*a, **kw):
     raise AssertionError('load_trained built an optimizer / train state')
@@ -83,5 +86,10 @@ def test_params_save_and_load_round_trip(tmp_path):
   model_cfg, params = score_jax.load_model('gemma3_tiny', seed=3, num_layers=1)
   path = score_jax.save_params(tmp_path / 'p', params)
   _leaves_equal(score_jax.load_params(path, model_cfg), params)
+  hf_dir = tmp_path / 'hf'                  # an HF directory: config.json + safetensors
+  save_safetensors(hf_dir, model_cfg, params)
+  hf_cfg, hf_params = score_jax.load_model(hf_dir)
+  assert (hf_cfg.num_layers, hf_cfg.embed_dim) == (1, model_cfg.embed_dim)
+  _leaves_equal(hf_params, params)
   with pytest.raises(FileNotFoundError, match='neither a preset'):
     score_jax.load_model(tmp_path / 'missing')

@@ -135,8 +135,13 @@ def _abstract_params(exp: Experiment) -> nnx.State:
   return nnx.eval_shape(lambda: exp.init_params(0))
 
 
-def _resume(exp: Experiment, plan: _Plan, ckpt: Checkpointer, state, restore: bool = True):
-  """(start step, state, data state or None, forced config changes so far)."""
+def _resume(exp: Experiment, plan: _Plan, ckpt: Checkpointer, state, restore: bool = True,
+            abstract: nnx.State | None = None):
+  """(start step, state, data state or None, forced config changes so far).
+
+  abstract: the run's abstract params if the caller has them; else they are
+  built only to name the config field of a mismatched array.
+  """
   cfg = exp.cfg
   if not cfg.checkpoint.resume:
     return 0, state, None, []
@@ -148,8 +153,10 @@ def _resume(exp: Experiment, plan: _Plan, ckpt: Checkpointer, state, restore: bo
     forced[:] = list(meta.get('forced', [])) + ([{'step': step, 'changes': changes}]
                                                 if changes else [])
 
-  found = ckpt.resume(state, check, describe=resume_lib.axis_fields(_abstract_params(exp)),
-                      restore=restore)
+  def describe(key: str, axis: int | None) -> str | None:
+    return resume_lib.axis_fields(abstract or _abstract_params(exp))(key, axis)
+
+  found = ckpt.resume(state, check, describe=describe, restore=restore)
   if found is None:
     return 0, state, None, []
   _, restored, data_state, meta = found
@@ -172,7 +179,7 @@ def check_resume(exp: Experiment, *, phase: str = 'score', schedule=None, seed=N
       p, plan.tx, jax.random.key(plan.seed), shardings), abstract)
   ckpt = _checkpointer(exp, plan)
   try:
-    start = _resume(exp, plan, ckpt, state, restore=False)[0]
+    start = _resume(exp, plan, ckpt, state, restore=False, abstract=abstract)[0]
   finally:
     ckpt.close()
   return start or None

@@ -6,7 +6,7 @@ import pytest
 
 from score_jax.preference import data as data_lib
 from score_jax.training.experiment import Experiment
-from tests.training.test_trainer import _config
+from tests.training.tiny_config import run_config
 
 
 def _write(tmp_path, lines):
@@ -74,7 +74,7 @@ def test_online_batch_puts_chosen_first_and_scores_both_attempts():
 
 
 def test_pack_pairs_scores_only_the_response(tmp_path):
-  exp = Experiment(_config(tmp_path))
+  exp = Experiment(run_config(tmp_path))
   pairs = [data_lib.PreferencePair('1+2=', '3', '4'), data_lib.PreferencePair('2+2=', '4', '5')]
   batch = data_lib.pack_pairs(exp, pairs)
   eot = exp.tokenizer.end_of_turn_id

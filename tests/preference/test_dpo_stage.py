@@ -11,7 +11,7 @@ from score_jax.models.transformer import causal_mask
 from score_jax.training import step as step_lib
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_score
-from tests.training.test_trainer import LeadingDigitBandit, _config
+from tests.training.tiny_config import LeadingDigitBandit, run_config
 
 
 def _batch(exp, rng):
@@ -37,7 +37,7 @@ def _seq_logp(exp, params, batch):
 
 
 def test_dpo_step_loss_matches_dpo_of_independent_log_probs(tmp_path):
-  exp = Experiment(_config(tmp_path))
+  exp = Experiment(run_config(tmp_path))
   params, ref = exp.init_params(0), exp.init_params(1)
   batch = _batch(exp, np.random.default_rng(0))
   cfg = losses.DPOConfig(beta=0.5, label_smoothing=0.1)
@@ -55,7 +55,7 @@ def test_dpo_step_loss_matches_dpo_of_independent_log_probs(tmp_path):
 
 
 def test_online_dpo_with_oracle_pairs_learns_a_bandit(tmp_path):
-  cfg = _config(tmp_path, schedule=(('dpo', 24),))
+  cfg = run_config(tmp_path, schedule=(('dpo', 24),))
   cfg.optim.learning_rate = 3e-2
   cfg.dpo.beta = 0.5
   cfg.dpo.scorer = 'oracle'
@@ -75,7 +75,7 @@ def test_online_dpo_with_oracle_pairs_learns_a_bandit(tmp_path):
 
 
 def test_schedule_accepts_dpo_and_bad_dpo_config_is_one_line(tmp_path):
-  cfg = _config(tmp_path, schedule=(('dpo', 2), ('stage2', 1)))
+  cfg = run_config(tmp_path, schedule=(('dpo', 2), ('stage2', 1)))
   assert config_lib.schedule(cfg) == [('dpo', 2), ('stage2', 1)]
   cfg.dpo.loss_type = 'hinge'
   with pytest.raises(ValueError, match=r"config\.dpo\.loss_type='hinge'"):
@@ -89,7 +89,7 @@ def test_offline_pairs_from_jsonl_raise_the_chosen_margin(tmp_path):
   path.write_text('\n'.join(lines[:8]) + '\n')
   from score_jax.preference import data as data_lib
   from score_jax.preference import offline
-  cfg = _config(tmp_path)
+  cfg = run_config(tmp_path)
   cfg.optim.learning_rate = 1e-2
   exp = Experiment(cfg)
   base = exp.init_params(0)

@@ -6,7 +6,7 @@ import pytest
 from score_jax.models.transformer import causal_mask
 from score_jax.preference import judge as judge_lib
 from score_jax.training.experiment import Experiment
-from tests.training.test_trainer import _config
+from tests.training.tiny_config import run_config
 
 import jax.numpy as jnp
 
@@ -17,7 +17,7 @@ CFG = judge_lib.JudgeConfig(template='{question}{response}', yes='1', no='0',
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-  exp = Experiment(_config(tmp_path_factory.mktemp('judge')))
+  exp = Experiment(run_config(tmp_path_factory.mktemp('judge')))
   params = exp.init_params(3)
   return exp, params, judge_lib.Judge(exp.graphdef, params, exp.tokenizer, CFG)
 

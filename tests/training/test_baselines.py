@@ -10,12 +10,12 @@ import pytest
 from score_jax.training import baselines
 from score_jax.training import warmup as warmup_lib
 from score_jax.training.experiment import Experiment
-from tests.training.test_trainer import _config
+from tests.training.tiny_config import run_config
 
 
 @pytest.fixture(scope='module')
 def exp(tmp_path_factory):
-  return Experiment(_config(tmp_path_factory.mktemp('baselines')))
+  return Experiment(run_config(tmp_path_factory.mktemp('baselines')))
 
 
 def _ids(exp, text):

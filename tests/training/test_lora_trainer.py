@@ -13,7 +13,7 @@ from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_score, train_sft, trainable
 from score_jax.training import warmup as warmup_lib
-from tests.training.tiny_config import tiny_config
+from tests.training.tiny_config import run_config
 
 
 def _flat(state):
@@ -21,14 +21,10 @@ def _flat(state):
 
 
 def _exp(workdir):
-  c = tiny_config(workdir)
-  c.task.fields.num_train = 40
+  c = run_config(workdir, schedule=(('stage1', 1), ('stage2', 1)))
   c.task.fields.num_test = 8
-  c.data.batch_size = 4
-  c.checkpoint.async_save = False
   c.lora.rank = 2
   c.optim.learning_rate = 1e-2
-  c.train.schedule = (('stage1', 1), ('stage2', 1))
   return Experiment(c)
 
 

@@ -1,37 +1,11 @@
 """The online loop on the real path: sampler -> rewards -> jitted step -> checkpoints."""
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 
-from score_jax.data import synthetic
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import stage_at, train_score
-from tests.training.tiny_config import tiny_config
-
-
-def _config(workdir, **train):
-  c = tiny_config(workdir)
-  c.task.fields.num_train = 40
-  c.task.fields.num_test = 15
-  c.data.batch_size = 4
-  c.checkpoint.async_save = False
-  c.eval.num_problems = 15
-  c.eval.batch_size = 16
-  c.eval.bootstrap_resamples = 200
-  for k, v in train.items():
-    setattr(c.train, k, v)
-  return c
-
-
-@dataclasses.dataclass(frozen=True)
-class LeadingDigitBandit(synthetic.SyntheticArithmeticTask):
-  """A bandit: reward 1 when the response starts with '7', whatever the question."""
-  name: str = 'leading_digit_bandit'
-
-  def reward(self, example, response):
-    return float(response.strip().startswith('7'))
+from tests.training.tiny_config import LeadingDigitBandit, run_config
 
 
 def test_stage_at_walks_the_schedule():
@@ -41,7 +15,7 @@ def test_stage_at_walks_the_schedule():
 
 
 def test_stage_two_raises_acc_t2_on_a_bandit(tmp_path):
-  cfg = _config(tmp_path, schedule=(('stage2', 30),))
+  cfg = run_config(tmp_path, schedule=(('stage2', 30),))
   cfg.optim.learning_rate = 3e-2
   cfg.loss.beta1 = 0.0
   cfg.loss.alpha = 1.0
@@ -61,14 +35,14 @@ def test_stage_two_raises_acc_t2_on_a_bandit(tmp_path):
 
 def test_resume_is_exact(tmp_path):
   sched = (('stage1', 3), ('stage2', 3))
-  straight_exp = Experiment(_config(tmp_path / 'a', schedule=sched))
+  straight_exp = Experiment(run_config(tmp_path / 'a', schedule=sched))
   base = straight_exp.init_params(0)
   straight = train_score(straight_exp, base, base)
 
-  exp = Experiment(_config(tmp_path / 'b', schedule=sched))
+  exp = Experiment(run_config(tmp_path / 'b', schedule=sched))
   first = train_score(exp, base, base, stop_after=3)     # then "killed"
   assert first.steps == 3
-  resumed = train_score(Experiment(_config(tmp_path / 'b', schedule=sched)), base, base)
+  resumed = train_score(Experiment(run_config(tmp_path / 'b', schedule=sched)), base, base)
   assert resumed.steps == 6
   order = [h['prompts'] for h in first.history + resumed.history]
   assert order == [h['prompts'] for h in straight.history]
@@ -95,7 +69,7 @@ def test_base_y1_rows_join_stage_two(tmp_path):
   Greedy decoding and two different random models as policy and reference: the
   extra rows' y1 must be the reference's own greedy answer, not the policy's.
   """
-  cfg = _config(tmp_path, schedule=(('stage2', 1),), base_y1_fraction=0.5)
+  cfg = run_config(tmp_path, schedule=(('stage2', 1),), base_y1_fraction=0.5)
   cfg.sampling.temperature = 0.0
   exp = RecordingExperiment(cfg)
   policy, reference = exp.init_params(0), exp.init_params(1)
@@ -114,7 +88,7 @@ def test_base_y1_rows_join_stage_two(tmp_path):
 
 
 def test_nan_guard_stops_with_a_clear_message(tmp_path):
-  cfg = _config(tmp_path, schedule=(('stage2', 4),))
+  cfg = run_config(tmp_path, schedule=(('stage2', 4),))
   cfg.optim.learning_rate = 1e38     # the first update overflows the weights
   cfg.optim.grad_clip_norm = 0.0
   exp = Experiment(cfg)
@@ -129,7 +103,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
   from score_jax import losses
   from score_jax.training import state as state_lib
   from score_jax.training import step as step_lib
-  exp = Experiment(_config(tmp_path))
+  exp = Experiment(run_config(tmp_path))
   params = exp.init_params(0)
   loss_cfg = losses.LossConfig(beta1=0.1, baseline='none', normalize='sequence')
   rng = np.random.default_rng(0)

@@ -1,5 +1,8 @@
-"""The small real-path config shared by the trainer tests and the multi-host worker."""
+"""The small real-path configs (and a bandit task) shared by the training tests."""
+import dataclasses
+
 from score_jax.config import base_config
+from score_jax.data import synthetic
 
 
 def tiny_config(workdir):
@@ -22,6 +25,34 @@ def tiny_config(workdir):
   c.train.log_every = 1
   c.checkpoint.every = 100
   return c
+
+
+def run_config(workdir, **train):
+  """tiny_config on 40 problems (15 held out), 4 prompts a step, synchronous saves.
+
+  Evaluation: the 15 held-out problems in one batch, 200 bootstrap resamples.
+  `train`: config.train fields (e.g. schedule=(('stage2', 3),)).
+  """
+  c = tiny_config(workdir)
+  c.task.fields.num_train = 40
+  c.task.fields.num_test = 15
+  c.data.batch_size = 4
+  c.checkpoint.async_save = False
+  c.eval.num_problems = 15
+  c.eval.batch_size = 16
+  c.eval.bootstrap_resamples = 200
+  for k, v in train.items():
+    setattr(c.train, k, v)
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class LeadingDigitBandit(synthetic.SyntheticArithmeticTask):
+  """A bandit: reward 1 when the response starts with '7', whatever the question."""
+  name: str = 'leading_digit_bandit'
+
+  def reward(self, example, response):
+    return float(response.strip().startswith('7'))
 
 
 def resume_config(workdir):
