@@ -174,13 +174,14 @@ def load_trained(exp: Experiment, base: nnx.State | None = None, *,
   if config_lib.lora_config(exp.cfg).enabled:
     if base is None:
       raise ValueError("load_trained: config.lora is on; pass base= (the adapters' base)")
-    template, policy, _ = trainer.trainable(exp.cfg, base, base)
+    base = jax.device_put(base, exp.param_shardings(base))
+    shapes, policy, _ = trainer.trainable(exp.cfg, base, base)   # adapters, merge
   else:
-    abstract = nnx.eval_shape(lambda: exp.init_params(0))
-    template = jax.tree.map(
-        lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
-        abstract, exp.param_shardings(abstract), is_leaf=lambda x: isinstance(x, nnx.Variable))
-    policy = lambda p: p
+    shapes, policy = nnx.eval_shape(lambda: exp.init_params(0)), lambda p: p
+  # The restored arrays take the run's layout (the trainer's, for the adapters too).
+  template = jax.tree.map(
+      lambda v, s: v.replace(jax.ShapeDtypeStruct(v.value.shape, v.value.dtype, sharding=s)),
+      shapes, exp.param_shardings(shapes), is_leaf=lambda x: isinstance(x, nnx.Variable))
   ckpt = Checkpointer(CheckpointConfig(str(root), async_save=False))
   try:
     trained, _ = ckpt.restore_params(template, step=step, best=best)

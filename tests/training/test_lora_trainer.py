@@ -4,6 +4,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+import score_jax
 from score_jax import config as config_lib
 from score_jax.models import lora
 from score_jax.models.checkpoints import load_params, save_safetensors
@@ -56,6 +57,10 @@ def test_lora_score_trains_checkpoints_and_exports_adapters_only(tmp_path):
   assert meta['step'] == 2
   for k, v in _flat(state.params).items():
     np.testing.assert_array_equal(v, ad[k])
+  # Read back with no optimizer (score_jax.load_trained): the adapters merged on the base.
+  policy = _flat(result.params)
+  for k, v in _flat(score_jax.load_trained(exp, base)).items():
+    np.testing.assert_array_equal(v, policy[k])
 
   # Merged into the base, exported through the safetensors exporter, reloaded.
   path = save_safetensors(tmp_path / 'merged', exp.model_cfg, result.params)
