@@ -15,16 +15,18 @@ from score_jax.training import sharding as sh
 from tests.training import test_sharding as base
 
 STRATEGIES = sorted(sh.STRATEGIES)
-# Known open defect (issue 16): in the fresh-clone CI check one strategy's train step
-# differed from one device beyond tolerance and there was no time left to find out
-# which cause; not strict, so each passing case still reports XPASS.
-pytestmark = pytest.mark.xfail(strict=False, reason='issue 16: Gemma 4 sharding parity '
-                               'not yet shown for every strategy')
 RTOL = 5e-5
-# Absolute error as a fraction of the leaf's largest update. Seen on dp: 6.3e-5 on
-# the k_einsum of a k == v global layer, whose gradient sums the k and the v paths
-# over differently split batches (float32 cancellation, ~500 ulp of that update).
-UPDATE_TOL = 1e-4
+# Absolute error as a fraction of the leaf's largest update. The Stage II gradient
+# with a leave-one-out baseline is a sum of terms whose advantages cancel, so float32
+# sums taken in another order (batch split over devices) differ by up to 1.5e-4 of a
+# leaf's largest update (seen: fsdp, layers_local layer_scalar, a sum over every
+# token and channel; dp: per_layer_projection_norm 8.8e-5, a k == v k_einsum 6.3e-5).
+# A sharding defect -- a shard's contribution lost, or counted twice -- moves an
+# update by >= 1/8 (8 devices), three orders of magnitude above this.
+UPDATE_TOL = 1e-3
+# grad_norm is the norm of those same gradients: it inherits their noise (seen:
+# fsdp_ep 5.4e-5 relative on a norm of 1349).
+METRIC_RTOL = {'grad_norm': UPDATE_TOL}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -65,7 +67,8 @@ def test_train_step_matches_one_device(model, reference, strategy):
   ref_params, ref_metrics = reference('stage2')
   params, metrics = base._train_step(model, strategy, 'stage2')
   for k in metrics:
-    np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=RTOL, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(metrics[k], ref_metrics[k], rtol=METRIC_RTOL.get(k, RTOL),
+                               atol=1e-5, err_msg=k)
   for (path, a), b, h in zip(jax.tree_util.tree_leaves_with_path(params),
                              jax.tree.leaves(ref_params), jax.tree.leaves(model[2])):
     # lr-1 SGD: a - h is the gradient, here up to O(10) per leaf; its float32 sums
@@ -93,8 +96,8 @@ def test_expert_strategy_places_whole_experts_per_device(model):
   mesh, rules = base._mesh('fsdp_ep')
   specs = sh.param_specs(host_params, rules, mesh)
   moe = specs['layers_local']['moe']
-  assert moe['gating_einsum'].value == jax.sharding.PartitionSpec(None, 'fsdp', None, None,
-                                                                  None)
-  assert moe['linear'].value == jax.sharding.PartitionSpec(None, 'fsdp', None, None)
+  # param_specs maps each Variable to its PartitionSpec (leaves are specs)
+  assert moe['gating_einsum'] == jax.sharding.PartitionSpec(None, 'fsdp', None, None, None)
+  assert moe['linear'] == jax.sharding.PartitionSpec(None, 'fsdp', None, None)
   # the dense MLP beside the experts stays FSDP over its embed dim
-  assert 'fsdp' in specs['layers_local']['mlp']['linear'].value
+  assert 'fsdp' in specs['layers_local']['mlp']['linear']
