@@ -9,7 +9,7 @@ cfg.architecture == 'gemma4'):
 
 Our layers are stacked per kind (models/gemma4.py): HF layer i is entry
 index_in_kind[i] of layers_<kind>. Per layer, beyond Gemma 3's names:
-  attn/k_einsum/w (K, D, H)         <-> self_attn.k_proj (k == v layers; no v_proj)
+  attn/k_einsum/w (D, K, H)         <-> self_attn.k_proj (k == v layers; no v_proj)
   attn/query_norm, attn/key_norm    <-> self_attn.q_norm, self_attn.k_norm
   post_ffw_norm_1, pre_ffw_norm_2, post_ffw_norm_2 <-> the same names in HF spelling
   moe/router (D, E)                 <-> router.proj.weight (E, D)
@@ -88,8 +88,8 @@ def _layer_maps(cfg: ModelConfig, kind: str) -> list[tuple[str, str, Callable, C
   n, d = cfg.num_heads, cfg.embed_dim
   k, h = layer_dims(cfg, kind)
   t = lambda a: a.T
-  out = lambda m: (lambda a: a.transpose(0, 2, 1).reshape(m * h, d),   # (m, D, H)
-                   lambda a: a.reshape(m, h, d).transpose(0, 2, 1))
+  out = lambda m: (lambda a: a.reshape(d, m * h).T,   # (D, m, H) <-> (m*H, D)
+                   lambda a: a.T.reshape(d, m, h))
   maps = [('attn/q_einsum/w', 'self_attn.q_proj.weight', *out(n)),
           ('attn/attn_vec_einsum/w', 'self_attn.o_proj.weight',
            lambda a: a.reshape(n * h, d).T, lambda a: a.T.reshape(n, h, d)),
@@ -136,17 +136,16 @@ def _top_maps(cfg: ModelConfig) -> list[tuple[str, str, Callable, Callable]]:
   return maps
 
 
-def component_axis(name: str) -> int:
-  """Axis of the '#c' components in a stacked (L, ...) weight: layers.FeedForward
-  stores gating_einsum (D, 2, F); Attention4's kv_einsum is (2, K, D, H)."""
-  return 2 if name.endswith('mlp/gating_einsum') else 1
+# Axis of the '#c' components in a stacked (L, ...) weight: gating_einsum (D, 2, F)
+# and kv_einsum (D, 2, K, H) both keep them after the input axis.
+COMPONENT_AXIS = 2
 
 
 def _get(tree: Mapping, path: str) -> np.ndarray:
   name, _, comp = path.partition('#')
   for part in name.split('/'):
     tree = tree[part]
-  return np.take(tree, int(comp), axis=component_axis(name)) if comp else tree
+  return np.take(tree, int(comp), axis=COMPONENT_AXIS) if comp else tree
 
 
 def params_to_hf_state_dict(cfg: ModelConfig, p: Mapping, prefix: str = 'model.'
@@ -189,12 +188,12 @@ def hf_state_dict_to_params(cfg: ModelConfig, get: Callable[[str], np.ndarray]) 
   return params
 
 
-def _join_components(tree, name: str = ''):
-  """{0: a, 1: b} leaves (split '#c' paths) -> np.stack([a, b], component_axis)."""
+def _join_components(tree):
+  """{0: a, 1: b} leaves (split '#c' paths) -> np.stack([a, b], COMPONENT_AXIS)."""
   if isinstance(tree, dict) and tree and all(isinstance(k, int) for k in tree):
-    return np.stack([tree[c] for c in sorted(tree)], axis=component_axis(name))
+    return np.stack([tree[c] for c in sorted(tree)], axis=COMPONENT_AXIS)
   if isinstance(tree, dict):
-    return {k: _join_components(v, f'{name}/{k}') for k, v in tree.items()}
+    return {k: _join_components(v) for k, v in tree.items()}
   return tree
 
 

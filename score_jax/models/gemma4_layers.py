@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from score_jax.models.config import ModelConfig
-from score_jax.models.layers import _MASK_VALUE, Einsum, FeedForward, _fan_in_init, _param
+from score_jax.models.layers import (_MASK_VALUE, Einsum, FeedForward, _fan_in_init, _param,
+                                     project)
 
 KINDS = ('local', 'global', 'local_shared', 'global_shared')
 
@@ -101,16 +102,17 @@ class Attention4(nnx.Module):
     self.rope = ((cfg.rope_base_global, cfg.rope_scale_global, cfg.rope_fraction_global)
                  if is_global else (cfg.rope_base_local, 1.0, 1.0))
     self.eps = cfg.norm_eps
-    self.q_einsum = Einsum(rngs, _fan_in_init([1]), (n, d, h), pdt,
-                           ('heads', 'embed', 'head_dim'))
+    # (in, out) like layers.Attention: (D, N, H), (D, 2, K, H), (D, K, H).
+    self.q_einsum = Einsum(rngs, _fan_in_init([0]), (d, n, h), pdt,
+                           ('embed', 'heads', 'head_dim'))
     self.query_norm = ScaleNorm(h, 'head_dim', cfg, rngs=rngs)
     if not self.shared:
       if self.k_eq_v:
-        self.k_einsum = Einsum(rngs, _fan_in_init([1]), (k, d, h), pdt,
-                               ('kv_heads', 'embed', 'head_dim'))
+        self.k_einsum = Einsum(rngs, _fan_in_init([0]), (d, k, h), pdt,
+                               ('embed', 'kv_heads', 'head_dim'))
       else:
-        self.kv_einsum = Einsum(rngs, _fan_in_init([2]), (2, k, d, h), pdt,
-                                (None, 'kv_heads', 'embed', 'head_dim'))
+        self.kv_einsum = Einsum(rngs, _fan_in_init([0]), (d, 2, k, h), pdt,
+                                ('embed', None, 'kv_heads', 'head_dim'))
       self.key_norm = ScaleNorm(h, 'head_dim', cfg, rngs=rngs)
     self.attn_vec_einsum = Einsum(rngs, _fan_in_init([0, 1]), (n, h, d), pdt,
                                   ('heads', 'head_dim', 'embed'))
@@ -118,11 +120,10 @@ class Attention4(nnx.Module):
   def _new_kv(self, x_BTD, positions_BT):
     dt = x_BTD.dtype
     if self.k_eq_v:
-      k_BTKH = jnp.einsum('BTD,KDH->BTKH', x_BTD, self.k_einsum.w[...].astype(dt))
-      v_BTKH = k_BTKH
+      k_BTKH = v_BTKH = project(x_BTD, self.k_einsum.w[...])
     else:
-      k_BTKH, v_BTKH = jnp.einsum('BTD,CKDH->CBTKH', x_BTD,
-                                  self.kv_einsum.w[...].astype(dt))
+      kv_BTCKH = project(x_BTD, self.kv_einsum.w[...])
+      k_BTKH, v_BTKH = kv_BTCKH[:, :, 0], kv_BTCKH[:, :, 1]
     k_BTKH = apply_partial_rope(self.key_norm(k_BTKH), positions_BT, *self.rope)
     v_BTKH = rms_normalize(v_BTKH, self.eps).astype(dt)   # v-norm: no scale
     return k_BTKH, v_BTKH
@@ -137,7 +138,7 @@ class Attention4(nnx.Module):
     KV-shared layer reuses. shared_kv: that full_kv of the producing layer.
     """
     dt = x_BTD.dtype
-    q_BTNH = jnp.einsum('BTD,NDH->BTNH', x_BTD, self.q_einsum.w[...].astype(dt))
+    q_BTNH = project(x_BTD, self.q_einsum.w[...])
     q_BTNH = apply_partial_rope(self.query_norm(q_BTNH), positions_BT, *self.rope)
     new_kv = None
     if self.shared:

@@ -16,6 +16,8 @@ free dims are not contiguous, on every call). Per layer (the stack adds L first)
   linear           (F, D)        as published
 
 `published_to_stored` gives the permutation; the importers and exporters use it.
+Gemma 4's Attention4 (gemma4_layers.py) stores the same way (its k == v layers'
+k_einsum/w is (D, K, H)), so LoRA and the sharding rules read one layout.
 Every parameter carries `logical_axes` metadata (embed, heads, kv_heads, head_dim,
 mlp, vocab; layers is added by stacking), read by score_jax.training.sharding.
 """

@@ -31,28 +31,18 @@ TARGETS = {
     'attn/q_einsum/w': (1,),            # L D N H: D -> (N, H)
     'attn/kv_einsum/w': (1,),           # L D 2 K H: D -> (2, K, H)
     'attn/qkv_einsum/w': (1,),          # L D 3 N H: D -> (3, N, H)
-    'attn/k_einsum/w': (2,),            # Gemma 4's k == v layers only (GEMMA4_IN_AXES)
+    'attn/k_einsum/w': (1,),            # L D K H: D -> (K, H) (Gemma 4's k == v layers)
     'attn/attn_vec_einsum/w': (1, 2),   # L N H D: (N, H) -> D
     'mlp/gating_einsum': (1,),          # L D 2 F: D -> (2, F)
     'mlp/linear': (1,),                 # L F D: F -> D
-}
-# Gemma 4's per-kind stacks (layers_local, layers_global_shared, ...; models/gemma4.py)
-# keep attention weights as (N, D, H) / (2, K, D, H) / (K, D, H) (k == v layers).
-GEMMA4_IN_AXES = {
-    'attn/q_einsum/w': (2,),            # L N D H
-    'attn/kv_einsum/w': (3,),           # L 2 K D H
-    'attn/k_einsum/w': (2,),            # L K D H
-    'attn/attn_vec_einsum/w': (1, 2),   # L N H D
-    'mlp/gating_einsum': TARGETS['mlp/gating_einsum'],   # layers.FeedForward's
-    'mlp/linear': TARGETS['mlp/linear'],
 }
 _ADAPTERS = ('a', 'b')
 
 
 def _in_axes(name: str) -> tuple[int, ...]:
-  """Input axes of the adapted weight '<stack>/<target>'."""
-  stack, _, target = name.partition('/')
-  return GEMMA4_IN_AXES[target] if stack.startswith('layers_') else TARGETS[target]
+  """Input axes of the adapted weight '<stack>/<target>' (Gemma 1-3's 'layers' or
+  Gemma 4's per-kind 'layers_<kind>': the same stored layout)."""
+  return TARGETS[name.partition('/')[2]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,10 +88,11 @@ def test_merge_is_the_per_layer_low_rank_product(setup):
 
 def test_gemma4_stacks_are_adapted_per_layer_kind():
   """Gemma 4 keeps one stack per layer kind: every kind's targets get adapters,
-  incl. the k == v layers' k_einsum; MoE, PLE and norms stay the base."""
+  incl. the k == v layers' k_einsum; MoE, PLE and norms stay the base. Its weights
+  are stored (in, out) like Gemma 1-3's, so the same TARGETS input axes apply."""
   cfg = lora.LoraConfig(rank=2, alpha=4.0)
-  _, base = nnx.split(nnx.eval_shape(lambda: create_model(
-      get_preset('gemma4_tiny'), rngs=nnx.Rngs(0))))
+  model_cfg = get_preset('gemma4_tiny')
+  _, base = nnx.split(nnx.eval_shape(lambda: create_model(model_cfg, rngs=nnx.Rngs(0))))
   base = jax.tree.map(lambda x: np.random.RandomState(0).randn(*x.shape).astype(x.dtype),
                       base)
   adapters = _nonzero(lora.init(base, cfg, jax.random.key(0)))
@@ -100,8 +101,17 @@ def test_gemma4_stacks_are_adapted_per_layer_kind():
   assert {'layers_global/attn/k_einsum/w', 'layers_local/attn/kv_einsum/w',
           'layers_global_shared/attn/q_einsum/w', 'layers_local_shared/mlp/linear'} <= adapted
   assert not any('kv_einsum' in k for k in adapted if '_shared/' in k)  # none to adapt
+  d, n, f = model_cfg.embed_dim, model_cfg.num_heads, model_cfg.hidden_dim
   for name in adapted:
-    _check_low_rank(merged, ad, w, cfg, name, lora.GEMMA4_IN_AXES[name.split('/', 1)[1]])
+    target = name.split('/', 1)[1]
+    in_axes = lora.TARGETS[target]
+    in_shape = tuple(w[name].shape[i] for i in in_axes)
+    if target == 'attn/attn_vec_einsum/w':
+      assert in_shape[0] == n and w[name].shape[-1] == d, (name, w[name].shape)
+    else:  # the input axis right after the layers axis
+      assert in_shape[0] == (f * (2 if '_shared/' in name else 1) if target == 'mlp/linear'
+                             else d), (name, w[name].shape)
+    _check_low_rank(merged, ad, w, cfg, name, in_axes)
   for k in w:
     if k not in adapted:
       np.testing.assert_array_equal(merged[k], w[k])

@@ -95,7 +95,7 @@ def gemma4_plan(cfg: ModelConfig, key: Callable[[str], str]) -> common.Plan:
   def piece(entries, our_shape, names):
     """One Piece from the '#c' components (or the single entry) of one array."""
     multi = len(entries) > 1
-    ax = g4.component_axis(entries[0][0].partition('#')[0]) - 1   # one layer: no L
+    ax = g4.COMPONENT_AXIS - 1   # one layer: no L
     part = our_shape[:ax] + our_shape[ax + 1:] if multi else our_shape
     shapes = tuple(hf_shape(fwd, part) for _, _, fwd, _ in entries)
     backs = [back for _, _, _, back in entries]
