@@ -7,6 +7,9 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP    := $(VENV)/.test-installed
 PYTEST_ARGS ?=
+# Test files run in parallel worker processes (pytest-xdist), a file per worker so
+# module-scoped references are computed once; `make test PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= 2
 TESTS ?= tests
 
 .PHONY: setup demo test clean
@@ -32,7 +35,7 @@ demo: $(RUNTIME_STAMP)
 	$(PY) launch/demo.py --config=configs/tiny.py
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(TESTS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv312 runs .pytest_cache
