@@ -69,7 +69,8 @@ def step_temp(cfg, max_logits: int) -> float:
   b, t = STEP_BATCH.value, STEP_LEN.value
   tx = optax.sgd(0.1)
   loss = functools.partial(step_lib.score_loss, graphdef=graphdef, stage='stage2',
-                           loss_cfg=losses.LossConfig(kl_estimator='exact'),
+                           loss_cfg=losses.LossConfig(kl_estimator='exact',
+                                                     baseline='batch_mean'),
                            max_logits=max_logits)
 
   def step(params, ref_params, batch):

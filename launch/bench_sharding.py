@@ -160,7 +160,8 @@ def bench_case(preset: str, strategy_name: str) -> dict:
   batch = sh.host_local_batch_to_global(host_batch, mesh, strategy.rules)
   act = (sh.activation_sharding(mesh, strategy.rules, (b, t, cfg.embed_dim))
          if CONSTRAIN.value else None)
-  loss_cfg = losses.LossConfig(kl_estimator=KL.value, samples_per_prompt=1)
+  loss_cfg = losses.LossConfig(kl_estimator=KL.value, baseline='batch_mean',
+                               samples_per_prompt=1)
   step = step_lib.compile_step(graphdef, tx, loss_cfg, STAGE.value, mesh, strategy.rules,
                                shardings, p_shard, batch, activation_sharding=act)
 

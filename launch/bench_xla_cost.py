@@ -78,7 +78,7 @@ def decode_step_cost(cfg, b: int, s: int) -> dict:
 def train_step_cost(cfg, b: int, t: int, r: int) -> dict:
   graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
   tx = optax.adamw(1e-6)
-  loss_cfg = losses.LossConfig(kl_estimator='k1')
+  loss_cfg = losses.LossConfig(kl_estimator='k1', baseline='batch_mean')
   state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
                      opt_state=jax.eval_shape(tx.init, params),
                      rng=jax.ShapeDtypeStruct((2,), jnp.uint32))

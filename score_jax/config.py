@@ -62,9 +62,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling.max_y2_tokens = 8
 
   c.loss = ml_collections.ConfigDict(dataclasses.asdict(LossConfig()))
-  del c.loss['samples_per_prompt']  # one place for it: train.samples_per_prompt
+  # One place for k in a run: train.samples_per_prompt (its default is LossConfig's).
+  samples_per_prompt = c.loss.samples_per_prompt
+  del c.loss['samples_per_prompt']
   c.loss.beta2 = 0.1               # explicit 10 * beta1 (paper, MATH)
-  c.loss.baseline = 'loo'
   # The `dpo` stage: loss (DPOConfig), how pairs are scored (preference.scorers),
   # and the judge's rubric (preference.judge.JudgeConfig).
   c.dpo = ml_collections.ConfigDict(dataclasses.asdict(DPOConfig()))
@@ -74,7 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip_norm = 1.0
 
   c.train = ml_collections.ConfigDict()
-  c.train.samples_per_prompt = 4   # k rollouts per prompt (LOO baseline)
+  c.train.samples_per_prompt = samples_per_prompt  # k rollouts per prompt (LOO baseline)
   # The stage schedule: (stage, steps) pairs run in order; repeat to interleave.
   c.train.schedule = (('stage1', 100), ('stage2', 100))
   c.train.base_y1_fraction = 0.0   # Stage II: extra rows whose y1 comes from the base model

@@ -36,9 +36,10 @@ class LossConfig:
     REINFORCE sees, instead of a differentiable loss term. With 'k1' this is the
     textbook KL-regularised policy gradient; 'exact'/'k3' are usually used as
     loss terms. Our choice.
-  baseline: 'loo' (leave-one-out over the k samples of a prompt), 'batch_mean',
-    or 'none'. Our choice; the paper says only "REINFORCE".
-  samples_per_prompt: k; rows b*k .. b*k+k-1 share one prompt.
+  baseline: 'loo' (leave-one-out over the k samples of a prompt, the default),
+    'batch_mean', or 'none'. Our choice; the paper says only "REINFORCE".
+  samples_per_prompt: k; rows b*k .. b*k+k-1 share one prompt. A run's config
+    reads both defaults from here (config.train.samples_per_prompt).
   normalize: 'sequence' (sum over a turn's tokens, mean over rows) or 'token'
     (mean over all scored tokens of the batch). Our choice.
   credit_y1_with_y2: if True, y1's log-prob is also weighted by y2's (shaped)
@@ -51,8 +52,8 @@ class LossConfig:
   alpha: float = 10.0
   kl_estimator: str = 'exact'
   kl_in_reward: bool = False
-  baseline: str = 'batch_mean'
-  samples_per_prompt: int = 1
+  baseline: str = 'loo'
+  samples_per_prompt: int = 4
   normalize: str = 'sequence'
   credit_y1_with_y2: bool = False
 

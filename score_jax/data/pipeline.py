@@ -29,7 +29,6 @@ from score_jax.data import prompt_format as prompt_format_lib
 from score_jax.data import tasks
 from score_jax.data import tokenizer as tokenizer_lib
 
-DEFAULT_BUCKETS = (64, 128, 256, 512)
 PAD_INDEX = -1
 _OVERLONG_MODES = ('drop', 'truncate')
 
@@ -145,7 +144,7 @@ class PromptPipeline:
       tokenizer: tokenizer_lib.Tokenizer,
       *,
       batch_size: int,
-      buckets: Sequence[int] = DEFAULT_BUCKETS,
+      buckets: Sequence[int],
       seed: int = 0,
       shuffle: bool = True,
       num_epochs: int | None = None,
@@ -162,7 +161,8 @@ class PromptPipeline:
       task: formats prompts (its prompt_format).
       tokenizer: tokenises them.
       batch_size: rows per batch on this process (fixed).
-      buckets: increasing prompt lengths to pad to; the last is the maximum.
+      buckets: increasing prompt lengths to pad to; the last is the maximum
+        (a run's come from config.data.buckets, their one home).
       seed: the shuffle seed (the same on every process).
       shuffle: shuffle within the shard, differently each epoch.
       num_epochs: passes over the data; None repeats forever (training).

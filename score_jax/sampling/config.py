@@ -18,12 +18,12 @@ class SamplingConfig:
   """
   stop_ids: tuple[int, ...]
   pad_id: int
+  prompt_buckets: tuple[int, ...]   # no default: a run's home is config.data.buckets
   temperature: float = 1.0
   top_k: int | None = None
   top_p: float | None = None
   max_y1_tokens: int = 256
   max_y2_tokens: int = 256
-  prompt_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024)
 
   def __post_init__(self):
     rules.check_rule(self.temperature, self.top_k, self.top_p)

@@ -190,5 +190,6 @@ def test_bad_arguments(arithmetic, tok):
 
 def test_defaults_to_jax_process(arithmetic, tok):
   pipe = pipeline.PromptPipeline(arithmetic.load_examples('train')[:8],
-                                 arithmetic, tok, batch_size=4)
+                                 arithmetic, tok, batch_size=4,
+                                 buckets=(32,))
   assert pipe.shard_size == 8  # One JAX process in tests.

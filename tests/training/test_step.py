@@ -87,7 +87,8 @@ def test_train_step_never_holds_all_logits():
   batch.update({k: jax.ShapeDtypeStruct((b, t), jnp.bool_)
                 for k in ('valid', 'y1_mask', 'y2_mask')})
   batch.update({k: jax.ShapeDtypeStruct((b,), jnp.float32) for k in ('r1', 'r2')})
-  loss_cfg = losses.LossConfig(beta1=0.1, alpha=10.0, kl_estimator='exact')
+  loss_cfg = losses.LossConfig(beta1=0.1, alpha=10.0, kl_estimator='exact',
+                               baseline='batch_mean')
 
   def step(state, ref_params, batch):
     grads, _ = jax.grad(functools.partial(step_lib.score_loss, graphdef=graphdef,
