@@ -13,7 +13,6 @@ two samples of a prompt as the true reward does (pair accuracy).
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 
@@ -28,6 +27,7 @@ from score_jax.preference import judge as judge_lib
 from score_jax.preference import offline
 from score_jax.preference import online as online_lib
 from score_jax.preference import scorers as scorers_lib
+from score_jax.training import study
 from score_jax.training.base_model import load_or_train_base
 from score_jax.training.trainer import train_score
 
@@ -49,19 +49,6 @@ LABELS = {'base': 'base', 'score': 'SCoRe (true reward)',
           'score_judge': 'SCoRe, judge P(yes) as reward (RLAIF)'}
 LABELS |= {f'dpo_{s}': f'DPO, {s} pairs' for s in scorers_lib.SCORERS}
 LABELS['dpo_pairs'] = 'DPO, pairs from --pairs (offline)'
-
-
-def _variant(cfg, seed: int, **fields):
-  """The config of one seed with dotted fields replaced ('dpo.scorer': 'judge')."""
-  c = copy.deepcopy(cfg)
-  c.unlock()
-  c.seed = seed
-  c.workdir = f'{cfg.workdir}/seed{seed}'
-  for name, value in fields.items():
-    section, field = name.split('.')
-    c[section][field] = value
-  c.lock()
-  return c
 
 
 def pair_accuracies(exp, base, seed: int) -> dict:
@@ -91,21 +78,21 @@ def pair_accuracies(exp, base, seed: int) -> dict:
 def train_method(cfg, seed: int, m: str, base):
   """Params of method `m` trained from `base` (the reference too)."""
   if m == 'dpo_pairs':
-    exp = common.build_experiment(_variant(cfg, seed))
+    exp = common.build_experiment(study.seed_config(cfg, seed))
     batch = data_lib.pack_pairs(exp, data_lib.load_pairs(common.resolve(PAIRS.value)))
     return offline.train_pairs(exp, base, base, batch, steps=PAIRS_STEPS.value,
                                pairs_per_step=cfg.data.batch_size, seed=seed)
   if m.startswith('dpo_'):
-    exp = common.build_experiment(_variant(cfg, seed, **{'dpo.scorer': m[4:]}))
+    exp = common.build_experiment(study.seed_config(cfg, seed, **{'dpo.scorer': m[4:]}))
     return train_score(exp, base, base, phase=m).params
-  exp = common.build_experiment(_variant(cfg, seed, **{'train.schedule': SCORE_SCHEDULE}))
+  exp = common.build_experiment(study.seed_config(cfg, seed, **{'train.schedule': SCORE_SCHEDULE}))
   if m == 'score_judge':
     exp.task = judge_lib.JudgeRewardTask(exp.task, online_lib.make_judge(exp, base))
   return train_score(exp, base, base, phase=m).params
 
 
 def run_seed(cfg, seed: int, methods) -> dict:
-  exp = common.build_experiment(_variant(cfg, seed))
+  exp = common.build_experiment(study.seed_config(cfg, seed))
   base = load_or_train_base(exp)
   out = {'pair_accuracy': pair_accuracies(exp, base, seed)}
   print(f'seed {seed} pair accuracy vs oracle: ' + ', '.join(
@@ -121,13 +108,6 @@ def run_seed(cfg, seed: int, methods) -> dict:
   return out
 
 
-def _mean_row(rows):
-  keys = ('acc_t1', 'acc_t2', 'delta', 'delta_i_to_c', 'delta_c_to_i', 'edit_ratio')
-  out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-  out['ci'] = tuple(float(np.mean([r['ci'][i] for r in rows])) for i in (0, 1))
-  return out
-
-
 def _table(cfg, per_seed: dict, methods, wall: str) -> str:
   seeds = list(per_seed)
   n = per_seed[seeds[0]][methods[0]]['n']
@@ -135,7 +115,7 @@ def _table(cfg, per_seed: dict, methods, wall: str) -> str:
   for m in methods:
     for s in seeds:
       rows[f'{LABELS[m]}, seed {s}'] = per_seed[s][m]
-    rows[f'**{LABELS[m]}, mean**'] = _mean_row([per_seed[s][m] for s in seeds])
+    rows[f'**{LABELS[m]}, mean**'] = study.mean_row([per_seed[s][m] for s in seeds], ci='bounds')
   lines = ['# Preference tuning vs SCoRe on the embedded task', '',
            f'config: {cfg.workdir} ({len(seeds)} seeds: {seeds}), {n} held-out problems, '
            'greedy. Delta with its paired-bootstrap 95% interval (mean row: mean of the '
@@ -188,13 +168,9 @@ def main(argv):
     out.write_text(text + '\n')
     print(text)
     return
-  t0 = time.time()
-  per_seed = {}
-  for s in [int(x) for x in SEEDS.value]:   # rewritten after every seed
-    per_seed[s] = run_seed(cfg, s, METHODS.value)
-    text = _table(cfg, per_seed, METHODS.value, f'{time.time() - t0:.0f} s')
-    out.write_text(text + '\n')
-    out.with_suffix('.json').write_text(json.dumps(per_seed, indent=1, default=str))
+  _, text = study.run_seeds(
+      [int(x) for x in SEEDS.value], lambda s: run_seed(cfg, s, METHODS.value),
+      lambda per_seed, wall_s: _table(cfg, per_seed, METHODS.value, f'{wall_s:.0f} s'), out)
   print(text)
   print(f'\nwritten: {out}')
 

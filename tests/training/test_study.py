@@ -1,0 +1,96 @@
+"""The study over seeds: incremental writes, seed means, per-seed configs, the table.
+
+Expected numbers are derived by hand (Student-t quantiles from a table), not
+from score_jax.training.report.
+"""
+import json
+
+import ml_collections
+import pytest
+
+from score_jax.training import study
+from tests.training.tiny_config import tiny_config
+
+T_975_DF1 = 12.706204736   # Student-t 0.975 quantile, 1 degree of freedom
+T_975_DF2 = 4.302652730    # 2 degrees of freedom
+
+
+def _row(delta, acc_t2=0.5, ci=(-0.1, 0.1)):
+  return {'acc_t1': 0.5, 'acc_t2': acc_t2, 'delta': delta, 'delta_i_to_c': 0.2,
+          'delta_c_to_i': 0.1, 'edit_ratio': 0.5, 'ci': ci, 'n': 15}
+
+
+def test_run_seeds_rewrites_table_and_json_after_every_seed(tmp_path):
+  out = tmp_path / 'sub' / 'study.md'
+  seen = []
+
+  def run_one(seed):
+    # What is on disk when seed `seed` starts: the seeds before it, both files.
+    if seen:
+      assert out.read_text() == f'seeds {seen}\n'
+      assert json.loads(out.with_suffix('.json').read_text()) == {
+          str(s): {'value': 10 * s} for s in seen}
+    else:
+      assert not out.exists()
+    if seed == 7:
+      raise RuntimeError('seed 7 crashed')
+    seen.append(seed)
+    return {'value': 10 * seed}
+
+  with pytest.raises(RuntimeError, match='seed 7'):
+    study.run_seeds([3, 1, 7], run_one, lambda per_seed, _: f'seeds {list(per_seed)}', out)
+  # The crash left the two finished seeds reported.
+  assert out.read_text() == 'seeds [3, 1]\n'
+  per_seed, text = study.run_seeds([3, 1], lambda s: {'value': 10 * s},
+                                   lambda p, wall_s: f'{sorted(p)} {wall_s >= 0}', out)
+  assert per_seed == {3: {'value': 30}, 1: {'value': 10}}
+  assert text == '[1, 3] True' and out.read_text() == text + '\n'
+
+
+def test_mean_row_t_interval_over_seeds_by_hand():
+  rows = [_row(0.1, ci=(0.0, 0.2)), _row(0.2, ci=(0.1, 0.3)), _row(0.3, ci=(0.2, 0.4))]
+  got = study.mean_row(rows)
+  # mean 0.2, sd 0.1 (ddof 1), half width t * 0.1 / sqrt(3).
+  half = T_975_DF2 * 0.1 / 3 ** 0.5
+  assert got['delta'] == pytest.approx(0.2)
+  assert got['ci'] == pytest.approx((0.2 - half, 0.2 + half), abs=1e-8)
+  assert got['n'] == 15 and got['acc_t1'] == pytest.approx(0.5)
+  bounds = study.mean_row(rows, ci='bounds')
+  assert bounds['ci'] == pytest.approx((0.1, 0.3)) and 'n' not in bounds
+  assert study.mean_row(rows[:1])['ci'] is None   # one seed: no interval
+  with pytest.raises(ValueError, match="ci='nope'"):
+    study.mean_row(rows, ci='nope')
+
+
+def test_seed_config_replaces_seed_workdir_stage_and_fields(tmp_path):
+  cfg = tiny_config(tmp_path)
+  cfg.train.schedule = (('stage1', 5), ('stage2', 7))
+  cfg.lock()
+  c = study.seed_config(cfg, 4, stage='stage2', **{'loss.alpha': 0.0})
+  assert (c.seed, c.workdir, c.train.schedule) == (4, f'{tmp_path}/seed4', (('stage2', 7),))
+  assert c.loss.alpha == 0.0 and cfg.loss.alpha != 0.0   # the study's config is untouched
+  assert cfg.train.schedule == (('stage1', 5), ('stage2', 7)) and cfg.workdir == str(tmp_path)
+  plain = study.seed_config(cfg, 1)
+  assert plain.train.schedule == cfg.train.schedule and plain.loss.alpha == cfg.loss.alpha
+
+
+def test_ablation_table_means_differences_and_not_run_by_hand():
+  cfg = ml_collections.ConfigDict({'workdir': 'runs/x', 'eval': {'temperatures': (0.0,)}})
+  per_seed = {
+      0: {'base@0': _row(0.0, acc_t2=0.4), 'score@0': _row(0.1, acc_t2=0.5),
+          'star@0': {'not_run': 'too few traces'}},
+      1: {'base@0': _row(0.0, acc_t2=0.4), 'score@0': _row(0.3, acc_t2=0.6),
+          'star@0': {'not_run': 'too few traces'}},
+  }
+  text = study.ablation_table(cfg, per_seed, ['base', 'star', 'score'], 12.4)
+  # SCoRe mean Delta 20.0 points; t-interval 20 +- 12.706 * sd(10, 30) / sqrt(2) = 20 +- 127.1.
+  half = 100 * T_975_DF1 * (0.2 ** 2 / 2) ** 0.5 / 2 ** 0.5
+  assert f'| **SCoRe, mean** | 50.0 | 55.0 | 20.0 [{20 - half:.1f}, {20 + half:.1f}] |' in text
+  # SCoRe minus base, paired by seed: Delta 10 and 30, Acc@t2 10 and 20 points.
+  half_acc = 100 * T_975_DF1 * (0.1 ** 2 / 2) ** 0.5 / 2 ** 0.5
+  assert ('| SCoRe w/o Stage I |' not in text and
+          f'| base (= Self-Refine) | 2 | +20.0 [{20 - half:+.1f}, {20 + half:+.1f}] | '
+          f'+15.0 [{15 - half_acc:+.1f}, {15 + half_acc:+.1f}] |' in text)
+  assert '- STaR (D+), seed 0: not run: too few traces' in text
+  assert 'STaR (D+), mean' not in text and '| SCoRe minus |' in text
+  assert '15 held-out problems' in text and text.endswith('Wall time: 12 s on this machine.')
