@@ -233,9 +233,11 @@ def ablation_table(cfg, per_seed: PerSeed, methods: Sequence[str], wall_s: float
   """The comparison's markdown: per decoding temperature, per-seed and mean rows."""
   seeds = list(per_seed)
   first = cfg.eval.temperatures[0]
+  # Every method is evaluated on the same problems; 'base' need not be among them.
+  n = next((r['n'] for res in per_seed.values() for r in res.values() if 'n' in r), 0)
   lines = ['# SCoRe vs baselines on the embedded task', '',
            f'config: {cfg.workdir} ({len(seeds)} seeds: {seeds}), '
-           f'{per_seed[seeds[0]][f"base@{first:g}"]["n"]} held-out problems. Per-seed '
+           f'{n} held-out problems. Per-seed '
            'rows: Delta with its 95% paired-bootstrap interval over problems. Mean rows: '
            f'mean over seeds, Delta with a 95% {report.SEED_INTERVAL}. The base model is '
            'warmed up with supervised synthetic corrections (configs/tiny.py).', '']

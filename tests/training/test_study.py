@@ -94,3 +94,10 @@ def test_ablation_table_means_differences_and_not_run_by_hand():
   assert '- STaR (D+), seed 0: not run: too few traces' in text
   assert 'STaR (D+), mean' not in text and '| SCoRe minus |' in text
   assert '15 held-out problems' in text and text.endswith('Wall time: 12 s on this machine.')
+
+
+def test_ablation_table_without_the_base_row():
+  cfg = ml_collections.ConfigDict({'workdir': 'runs/x', 'eval': {'temperatures': (0.0,)}})
+  text = study.ablation_table(cfg, {0: {'score@0': _row(0.1)}}, ['score'], 1.0)
+  # One seed: the mean row repeats the seed's Delta and has no interval.
+  assert '15 held-out problems' in text and '| **SCoRe, mean** | 50.0 | 50.0 | 10.0 - |' in text
