@@ -86,17 +86,6 @@ def token_log_probs(logits_BTV: jax.Array, targets_BT: jax.Array,
   return logp_BT if mask_BT is None else jnp.where(mask_BT, logp_BT, 0.0)
 
 
-def next_token_log_probs(logits_BTV: jax.Array, tokens_BT: jax.Array) -> jax.Array:
-  """logp_BT[:, t] = log p(tokens[t] | tokens[<t]) from logits at t-1; 0 at t=0."""
-  logp = token_log_probs(logits_BTV[:, :-1], tokens_BT[:, 1:])
-  return jnp.pad(logp, ((0, 0), (1, 0)))
-
-
-def shift_logits(logits_BTV: jax.Array) -> jax.Array:
-  """Aligns logits with the token they predict (index t holds logits from t-1)."""
-  return jnp.pad(logits_BTV[:, :-1], ((0, 0), (1, 0), (0, 0)))
-
-
 # ----------------------------------------------------------------------------- KL
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from score_jax import losses
 from score_jax.losses import LossConfig
+from tests.training import full_logits
 
 
 def _np_kl(logits_p, logits_q):
@@ -52,7 +53,7 @@ def test_sampled_k1_k3_are_unbiased_for_the_exact_kl():
 def test_next_token_log_probs_alignment():
   logits = jnp.log(jnp.array([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]]))
   tokens = jnp.array([[0, 1, 1]])
-  got = losses.next_token_log_probs(logits, tokens)
+  got = full_logits.next_token_log_probs(logits, tokens)
   np.testing.assert_allclose(got, np.log([[1.0, 0.5, 0.1]]), rtol=1e-6)
 
 

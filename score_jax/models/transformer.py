@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
+from score_jax import losses
 from score_jax.models.config import AttentionType, ModelConfig
 from score_jax.models.layers import Attention, Embedder, FeedForward, RMSNorm
 
@@ -253,20 +254,31 @@ def map_position_chunks(fn: Callable[..., Any], xs: tuple[jax.Array, ...], *,
   return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(b, n * chunk)[:, :t], out)
 
 
-def next_token_logprobs(model: Transformer, h_BTD: jax.Array, targets_BT: jax.Array,
-                        max_logits: int = MAX_LOGITS) -> jax.Array:
-  """log softmax(model.logits(h_BTD))[targets_BT] per position, float32 (B, T).
+def token_stats(model: Transformer, h_BXD: jax.Array, targets_BX: jax.Array,
+                ref_model: Transformer | None = None, ref_h_BXD: jax.Array | None = None,
+                *, exact_kl: bool = False, max_logits: int = MAX_LOGITS,
+                remat: bool = False) -> dict[str, jax.Array]:
+  """Log-probs of targets_BX under the logits of h_BXD (same positions), float32.
 
-  Never builds all B x T x V logits (see map_position_chunks): with Gemma 3's
-  262k vocabulary a 512-token prefill of 32 rows would hold 16 GiB of them.
+  The one log-prob path from hidden states: {'logp'}, with a reference also
+  'ref_logp' (no gradient) and, if exact_kl, 'kl' = KL(pi || pi_ref) over the
+  vocabulary. Never builds all B x X x V logits (see map_position_chunks): with
+  Gemma 3's 262k vocabulary a 512-token prefill of 32 rows would hold 16 GiB of
+  them. remat recomputes each slice's logits in the backward pass.
   """
-  def one(h_BCD, targets_BC):
-    logits_BCV = model.logits(h_BCD).astype(jnp.float32)
-    picked_BC = jnp.take_along_axis(logits_BCV, targets_BC[..., None], axis=-1)[..., 0]
-    return picked_BC - jax.nn.logsumexp(logits_BCV, axis=-1)
+  def one(h_BCD, targets_BC, *ref):
+    logits_BCV = model.logits(h_BCD)
+    out = {'logp': losses.token_log_probs(logits_BCV, targets_BC)}
+    if ref:
+      ref_logits_BCV = jax.lax.stop_gradient(ref_model.logits(ref[0]))
+      out['ref_logp'] = losses.token_log_probs(ref_logits_BCV, targets_BC)
+      if exact_kl:
+        out['kl'] = losses.kl_exact(logits_BCV, ref_logits_BCV)
+    return out
 
-  return map_position_chunks(one, (h_BTD, targets_BT), vocab_size=model.cfg.vocab_size,
-                             max_logits=max_logits)
+  xs = (h_BXD, targets_BX) + (() if ref_model is None else (ref_h_BXD,))
+  return map_position_chunks(one, xs, vocab_size=model.cfg.vocab_size,
+                             max_logits=max_logits, remat=remat)
 
 
 def count_params(state) -> int:

@@ -19,8 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax import struct
 
-from score_jax.models.transformer import (MAX_LOGITS, KVCache, init_cache,
-                                          next_token_logprobs)
+from score_jax.models.transformer import MAX_LOGITS, KVCache, init_cache, token_stats
 from score_jax.sampling import rules
 
 
@@ -97,7 +96,7 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
 
   # Each new token's log-prob comes from the logits of the valid token before it.
   # Score from the source side: position i predicts the first valid token after
-  # it, so only B x chunk x V logits exist at a time (next_token_logprobs).
+  # it, so only B x chunk x V logits exist at a time (token_stats).
   pos_T = jnp.arange(t)
   idx_BT = jnp.where(mask_BT, pos_T[None, :], -1)
   last_upto_BT = jax.lax.cummax(idx_BT, axis=1)          # last valid index <= j
@@ -108,7 +107,7 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
                                    reverse=True)
     next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
     target_BT = tokens_BT[rows_B1, jnp.minimum(next_BT, t - 1)]
-    source_lp_BT = next_token_logprobs(model, h_BTD, target_BT, max_logits)
+    source_lp_BT = token_stats(model, h_BTD, target_BT, max_logits=max_logits)['logp']
     in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
   else:  # a decode step: its one token is scored from state.logits_BV below
     in_chunk_BT = jnp.zeros((b, t), jnp.float32)

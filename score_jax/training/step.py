@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from score_jax import losses
 from score_jax.models import lora
-from score_jax.models.transformer import MAX_LOGITS, causal_mask, map_position_chunks
+from score_jax.models.transformer import MAX_LOGITS, causal_mask, token_stats
 from score_jax.training import sharding as sh
 from score_jax.training.state import TrainState
 
@@ -61,58 +61,35 @@ def response_positions(target_BT: jax.Array, num: int) -> tuple[jax.Array, jax.A
   return order_BT.astype(jnp.int32), jnp.take_along_axis(target_BT, order_BT, axis=1)
 
 
-def token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
-                exact_kl: bool = False, max_logits: int = MAX_LOGITS,
-                target_BT: jax.Array | None = None, response_len: int | None = None):
+def _next_token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *,
+                      exact_kl: bool = False, max_logits: int = MAX_LOGITS,
+                      target_BT: jax.Array | None = None, response_len: int | None = None):
   """Per token t, scored from position t-1 (0 at t = 0): log pi, and with a
   reference also log pi_ref and, if exact_kl, KL(pi || pi_ref) over the vocabulary.
 
-  The logits come a slice of positions at a time (map_position_chunks; with
-  several slices each is recomputed in the backward pass), so neither pass holds
-  more than the budget of B x T x V. With target_BT and a static response_len
-  R, only the first R target tokens of each row are scored (0 elsewhere).
+  transformer.token_stats does the scoring, a slice of positions at a time (each
+  slice recomputed in the backward pass), so neither pass holds more than the
+  budget of B x T x V logits. With target_BT and a static response_len R, only
+  the first R target tokens of each row are scored (0 elsewhere).
   Returns (logp_BT, ref_logp_BT | None, kl_BT | None).
   """
   with_ref = ref_model is not None
+  stats = functools.partial(token_stats, model, ref_model=ref_model, exact_kl=exact_kl,
+                            max_logits=max_logits, remat=True)
   if response_len is None:
-    out = _aligned_stats(model, h_BTD[:, :-1], tokens_BT[:, 1:], ref_model,
-                         ref_h_BTD[:, :-1] if with_ref else None, exact_kl, max_logits)
+    out = stats(h_BTD[:, :-1], tokens_BT[:, 1:],
+                ref_h_BXD=ref_h_BTD[:, :-1] if with_ref else None)
     out = {k: jnp.pad(v, ((0, 0), (1, 0))) for k, v in out.items()}
   else:
     idx_BR, real_BR = response_positions(target_BT, response_len)
     src_BR1 = jnp.maximum(idx_BR - 1, 0)[..., None]   # token t is scored from t - 1
     gather = lambda h_BTD: jnp.take_along_axis(h_BTD, src_BR1, axis=1)
-    out = _aligned_stats(model, gather(h_BTD), jnp.take_along_axis(tokens_BT, idx_BR, 1),
-                         ref_model, gather(ref_h_BTD) if with_ref else None, exact_kl,
-                         max_logits)
+    out = stats(gather(h_BTD), jnp.take_along_axis(tokens_BT, idx_BR, 1),
+                ref_h_BXD=gather(ref_h_BTD) if with_ref else None)
     rows_B1 = jnp.arange(tokens_BT.shape[0])[:, None]
     out = {k: jnp.zeros(tokens_BT.shape, v.dtype).at[rows_B1, idx_BR].add(
         jnp.where(real_BR, v, 0.0)) for k, v in out.items()}
   return out['logp'], out.get('ref_logp'), out.get('kl')
-
-
-def _aligned_stats(model, h_BXD, targets_BX, ref_model, ref_h_BXD, exact_kl, max_logits):
-  """{'logp', 'ref_logp', 'kl'} of targets_BX under the logits of h_BXD (same X)."""
-  def one(h_BCD, targets_BC, *ref):
-    logits_BCV = model.logits(h_BCD)
-    out = {'logp': losses.token_log_probs(logits_BCV, targets_BC)}
-    if ref:
-      ref_logits_BCV = jax.lax.stop_gradient(ref_model.logits(ref[0]))
-      out['ref_logp'] = losses.token_log_probs(ref_logits_BCV, targets_BC)
-      if exact_kl:
-        out['kl'] = losses.kl_exact(logits_BCV, ref_logits_BCV)
-    return out
-
-  xs = (h_BXD, targets_BX) + (() if ref_model is None else (ref_h_BXD,))
-  return map_position_chunks(one, xs, vocab_size=model.cfg.vocab_size,
-                             max_logits=max_logits, remat=True)
-
-
-def response_positions(target_BT: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
-  """(idx_BR, real_BR): the indices of each row's first `num` target tokens, in
-  order, padded with indices of non-targets (real_BR False there)."""
-  order_BT = jnp.argsort(~target_BT, axis=1, stable=True)[:, :num]
-  return order_BT.astype(jnp.int32), jnp.take_along_axis(target_BT, order_BT, axis=1)
 
 
 def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConfig,
@@ -129,7 +106,7 @@ def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConf
                                          activation_sharding)
   exact = loss_cfg.kl_estimator == 'exact'
   target_BT = batch['y1_mask'] | batch['y2_mask']
-  logp_BT, ref_logp_BT, kl_BT = token_stats(
+  logp_BT, ref_logp_BT, kl_BT = _next_token_stats(
       model, h_BTD, tokens, ref_model, ref_h_BTD, exact_kl=exact,
       max_logits=max_logits, target_BT=target_BT, response_len=response_len)
   if not exact:
@@ -143,13 +120,14 @@ def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConf
   return loss, metrics
 
 
-def sft_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
-             activation_sharding=None, max_logits: int = MAX_LOGITS,
-             response_len: int | None = None):
+def sft_step_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
+                  activation_sharding=None, max_logits: int = MAX_LOGITS,
+                  response_len: int | None = None):
+  """losses.sft_loss of the policy's log-probs at batch['target_mask'] tokens."""
   del ref_params, loss_cfg, stage, response_len  # SFT targets are not y1/y2
   model, h_BTD = _forward_hidden(graphdef, params, batch['tokens'], batch['valid'],
                                  activation_sharding)
-  logp_BT, _, _ = token_stats(model, h_BTD, batch['tokens'], max_logits=max_logits)
+  logp_BT, _, _ = _next_token_stats(model, h_BTD, batch['tokens'], max_logits=max_logits)
   return losses.sft_loss(logp_BT, batch['target_mask'])
 
 
@@ -162,8 +140,8 @@ def dpo_step_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.DPOCo
   model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
   ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
                                          activation_sharding)
-  logp_BT, ref_logp_BT, _ = token_stats(model, h_BTD, tokens, ref_model, ref_h_BTD,
-                                        max_logits=max_logits)
+  logp_BT, ref_logp_BT, _ = _next_token_stats(model, h_BTD, tokens, ref_model,
+                                              ref_h_BTD, max_logits=max_logits)
   seq = lambda x_BT: jnp.sum(jnp.where(batch['response_mask'], x_BT, 0.0), axis=1)
   logp_B, ref_logp_B = seq(logp_BT), seq(ref_logp_BT)
   p = tokens.shape[0] // 2
@@ -172,7 +150,7 @@ def dpo_step_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.DPOCo
                          loss_type=loss_cfg.loss_type, weights_B=batch['weight'][:p])
 
 
-_LOSS_FNS = {'sft': sft_loss, 'dpo': dpo_step_loss}
+_LOSS_FNS = {'sft': sft_step_loss, 'dpo': dpo_step_loss}
 
 
 def train_step(state: TrainState, ref_params: nnx.State, batch: dict, *,

@@ -16,6 +16,7 @@ from score_jax import losses
 from score_jax.models import Transformer, create_model, get_preset, lora
 from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
+from tests.training import full_logits
 
 B, T = 4, 12
 
@@ -126,10 +127,10 @@ def test_lora_loss_is_merged_policy_against_base_reference(setup):
   got_loss, got = fn(adapters, base, batch)
   # The textbook way: full logits of the merged policy and of the base.
   policy = lora.merge(base, adapters, cfg.scale)
-  logp = losses.next_token_log_probs(
+  logp = full_logits.next_token_log_probs(
       step_lib.forward_logits(graphdef, policy, batch['tokens'], batch['valid']),
       batch['tokens'])
-  ref_logp = losses.next_token_log_probs(
+  ref_logp = full_logits.next_token_log_probs(
       step_lib.forward_logits(graphdef, base, batch['tokens'], batch['valid']),
       batch['tokens'])
   kl = losses.kl_sampled(logp, ref_logp, 'k3')
@@ -143,7 +144,7 @@ def test_lora_loss_is_merged_policy_against_base_reference(setup):
 def test_gradient_reaches_the_adapters_by_the_chain_rule(setup):
   graphdef, base, batch, cfg = setup
   adapters = lora.init(base, cfg, jax.random.key(2))   # B = 0: W' = W
-  loss = functools.partial(step_lib.sft_loss, graphdef=graphdef)
+  loss = functools.partial(step_lib.sft_step_loss, graphdef=graphdef)
   batch = dict(batch, target_mask=batch['y2_mask'])
   g_ad = jax.grad(lambda ad: lora.on_base(loss, cfg.scale)(ad, base, batch)[0])(adapters)
   g_w = jax.grad(lambda p: loss(p, None, batch)[0])(base)

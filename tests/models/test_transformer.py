@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from score_jax.models import Transformer, causal_mask, get_preset, init_cache
-from score_jax.models.transformer import REMAT_POLICIES, next_token_logprobs
+from score_jax.models.transformer import REMAT_POLICIES, token_stats
 from score_jax.sampling import decode
 
 T = 14  # > sliding_window (8)
@@ -130,7 +130,7 @@ def test_unknown_remat_policy_is_a_clear_error():
 
 @pytest.mark.parametrize('preset', ['gemma2_tiny', 'gemma3_tiny'])
 @pytest.mark.parametrize('max_logits', [3 * 2 * 256, 10**9])  # 3-position chunks; one
-def test_next_token_logprobs_equal_the_full_log_softmax(random_model, preset, max_logits):
+def test_token_stats_equal_the_full_log_softmax(random_model, preset, max_logits):
   cfg = get_preset(preset)  # gemma2_tiny soft-caps its logits
   model = random_model(cfg)
   rng = np.random.RandomState(1)
@@ -143,7 +143,7 @@ def test_next_token_logprobs_equal_the_full_log_softmax(random_model, preset, ma
       np.asarray(jax.nn.log_softmax(logits_BTV.astype(jnp.float32))), targets_BT[..., None],
       -1)[..., 0]
   h_BTD, _ = model.hidden(tokens_BT, positions_BT, mask_BTS)
-  got_BT = next_token_logprobs(model, h_BTD, targets_BT, max_logits=max_logits)
+  got_BT = token_stats(model, h_BTD, targets_BT, max_logits=max_logits)['logp']
   np.testing.assert_allclose(got_BT, want_BT, atol=1e-5)
 
 

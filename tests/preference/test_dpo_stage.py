@@ -12,6 +12,7 @@ from score_jax.training import step as step_lib
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_score
 from tests.training.tiny_config import LeadingDigitBandit, run_config
+from tests.training import full_logits
 
 
 def _batch(exp, rng):
@@ -32,7 +33,7 @@ def _seq_logp(exp, params, batch):
   pos = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
   logits, _ = nnx.merge(exp.graphdef, params)(tokens, pos,
                                               causal_mask(pos, jnp.asarray(batch['valid'])))
-  logp = losses.next_token_log_probs(logits, tokens)
+  logp = full_logits.next_token_log_probs(logits, tokens)
   return np.asarray(jnp.sum(jnp.where(batch['response_mask'], logp, 0.0), axis=1))
 
 

@@ -15,6 +15,7 @@ from flax import nnx
 from score_jax import losses
 from score_jax.models import Transformer, get_preset
 from score_jax.training import step as step_lib
+from tests.training import full_logits
 
 B, T = 4, 13
 
@@ -38,14 +39,14 @@ def setup():
 
 def _reference_loss(params, ref_params, batch, *, graphdef, loss_cfg, stage):
   logits = step_lib.forward_logits(graphdef, params, batch['tokens'], batch['valid'])
-  logp = losses.next_token_log_probs(logits, batch['tokens'])
+  logp = full_logits.next_token_log_probs(logits, batch['tokens'])
   if stage == 'sft':
     return losses.sft_loss(logp, batch['target_mask'])
   ref_logits = jax.lax.stop_gradient(
       step_lib.forward_logits(graphdef, ref_params, batch['tokens'], batch['valid']))
-  ref_logp = losses.next_token_log_probs(ref_logits, batch['tokens'])
-  kl = losses.kl_per_token(loss_cfg, logp, ref_logp, losses.shift_logits(logits),
-                           losses.shift_logits(ref_logits))
+  ref_logp = full_logits.next_token_log_probs(ref_logits, batch['tokens'])
+  kl = losses.kl_per_token(loss_cfg, logp, ref_logp, full_logits.shift_logits(logits),
+                           full_logits.shift_logits(ref_logits))
   fn = losses.stage_one_loss if stage == 'stage1' else losses.stage_two_loss
   return fn(logp, kl, batch['y1_mask'], batch['y2_mask'], batch['r1'], batch['r2'], loss_cfg)
 
@@ -58,7 +59,7 @@ def _reference_loss(params, ref_params, batch, *, graphdef, loss_cfg, stage):
 def test_chunked_loss_and_grads_equal_full_logits(setup, stage, kl, response_len):
   graphdef, params, ref_params, batch = setup
   cfg = losses.LossConfig(beta1=0.3, alpha=5.0, kl_estimator=kl, baseline='batch_mean')
-  chunked = step_lib.sft_loss if stage == 'sft' else step_lib.score_loss
+  chunked = step_lib.sft_step_loss if stage == 'sft' else step_lib.score_loss
   # 3 positions per slice (B * 3 * V logits): 12 predicted positions -> 4 slices.
   got_fn = functools.partial(chunked, graphdef=graphdef, loss_cfg=cfg, stage=stage,
                              max_logits=B * 3 * 256, response_len=response_len)
