@@ -27,7 +27,16 @@ STAGES = ('stage1', 'stage2', 'dpo')   # what config.train.schedule may name
 
 
 def base_config() -> ml_collections.ConfigDict:
+  """The defaults of every section, in the order a run reads them."""
   c = ml_collections.ConfigDict()
+  _add_model_and_data(c)
+  _add_objective(c)
+  _add_run(c)
+  return c
+
+
+def _add_model_and_data(c: ml_collections.ConfigDict) -> None:
+  """seed, workdir, model, lora, tokenizer, task, data, sampling."""
   c.seed = 0
   c.workdir = 'runs/default'
 
@@ -61,6 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampling.max_y1_tokens = 8
   c.sampling.max_y2_tokens = 8
 
+
+def _add_objective(c: ml_collections.ConfigDict) -> None:
+  """loss, dpo, optim, train: what the steps optimise, and their schedule."""
   c.loss = ml_collections.ConfigDict(dataclasses.asdict(LossConfig()))
   # One place for k in a run: train.samples_per_prompt (its default is LossConfig's).
   samples_per_prompt = c.loss.samples_per_prompt
@@ -82,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10
   c.train.eval_every = 0           # 0 = only at the end
 
+
+def _add_run(c: ml_collections.ConfigDict) -> None:
+  """checkpoint, mesh, eval: where a run saves, runs and is measured."""
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 100
   c.checkpoint.keep = 2
@@ -102,7 +117,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.temperatures = (0.0,)     # 0 = greedy (paper)
   c.eval.split = 'test'
   c.eval.bootstrap_resamples = 10_000
-  return c
 
 
 def _judge_defaults() -> ml_collections.ConfigDict:
