@@ -79,10 +79,8 @@ def trainable(cfg, params: nnx.State, ref_params: nnx.State, adapters=None, seed
 
 def _with_base_y1(exp: Experiment, ref_params, batch, examples, key, k: int,
                   fraction: float, temperature: float, policy_params):
-  """The paper's Stage II data trick: extra rows whose y1 was sampled by the base model.
-
-  ref_params and policy_params: the sampler's copies (Experiment.for_sampling).
-  """
+  """The paper's Stage II data trick: extra rows whose y1 was sampled by the base model
+  (ref_params and policy_params: the sampler's copies, Experiment.for_sampling)."""
   n = int(round(fraction * len(batch['index'])))
   if n == 0:
     return None
@@ -95,10 +93,6 @@ def _with_base_y1(exp: Experiment, ref_params, batch, examples, key, k: int,
   y1_mask = np.arange(y1.shape[1])[None, :] < np.asarray(gen.len_B)[:, None]
   return exp.rollout(policy_params, sub, examples, jax.random.fold_in(key, 8),
                      temperature=temperature, repeat=k, y1_ids=y1, y1_mask=y1_mask)
-
-
-def _concat_batches(a: dict, b: dict) -> dict:
-  return {k: np.concatenate([a[k], b[k]]) for k in a}
 
 
 @dataclasses.dataclass
@@ -185,6 +179,73 @@ def check_resume(exp: Experiment, *, phase: str = 'score', schedule=None, seed=N
   return start or None
 
 
+def _init_policy(exp: Experiment, plan: _Plan, params, ref_params, adapters):
+  """(state, trained -> policy params, lora_scale, state shardings, ref_params placed)."""
+  ref_is_params, ref_params = params is ref_params, jax.device_put(
+      ref_params, exp.param_shardings(ref_params))
+  train_init, policy, lora_scale = trainable(
+      exp.cfg, ref_params if ref_is_params else params, ref_params, adapters, plan.seed)
+  shardings = state_lib.state_shardings(train_init, plan.tx, exp.mesh, exp.strategy.rules)
+  state = state_lib.init_train_state(train_init, plan.tx, jax.random.key(plan.seed), shardings)
+  return state, policy, lora_scale, shardings, ref_params
+
+
+def _sample_rows(exp: Experiment, stage: str, sample_params, ref_sample, batch, examples,
+                 step_key, pairs):
+  """(rollout, the step's training rows, pair stats): two attempts from the policy,
+  plus Stage II's base-y1 rows, or a dpo stage's best-vs-worst pairs."""
+  cfg = exp.cfg
+  k, temperature = cfg.train.samples_per_prompt, float(cfg.sampling.temperature)
+  ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature, repeat=k)
+  train_batch = ro.train_batch()
+  if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
+    extra = _with_base_y1(exp, ref_sample(), batch, examples, step_key, k,
+                          cfg.train.base_y1_fraction, temperature, sample_params)
+    if extra is not None:
+      extra = extra.train_batch()
+      train_batch = {k: np.concatenate([v, extra[k]]) for k, v in train_batch.items()}
+  if stage == 'dpo':
+    return (ro, *pairs.batch(ro, batch, examples, k))
+  return ro, train_batch, {}
+
+
+def _compile(exp: Experiment, stage: str, plan: _Plan, loss_cfg, shardings, ref_params,
+             global_batch, lora_scale):
+  """The jitted step of `stage` for this batch shape (sharded, state donated)."""
+  b, t = global_batch['tokens'].shape
+  act = (sh.activation_sharding(exp.mesh, exp.strategy.rules, (b, t, exp.model_cfg.embed_dim))
+         if exp.cfg.mesh.constrain_activations else None)
+  return step_lib.compile_step(
+      exp.graphdef, plan.tx, loss_cfg, stage, exp.mesh, exp.strategy.rules, shardings,
+      exp.param_shardings(ref_params), global_batch, activation_sharding=act,
+      lora_scale=lora_scale,
+      # A trace holds at most this many y1 + y2 tokens: score only those.
+      response_len=exp.cfg.sampling.max_y1_tokens + exp.cfg.sampling.max_y2_tokens)
+
+
+def _open_data(exp: Experiment, plan: _Plan, ckpt: Checkpointer, state, phase: str):
+  """(examples, batch iterator, start step, state, forced changes), resumed if found."""
+  examples = exp.task.load_examples('train')
+  data_it = iter(exp.pipeline(examples, exp.cfg.data.batch_size, seed=plan.seed, train=True))
+  start, state, data_state, forced = _resume(exp, plan, ckpt, state)
+  if data_state is not None:
+    data_it.set_state(data_state)
+    logging.info('%s: resumed at step %d', phase, start)
+    if start >= plan.total:
+      logging.warning('%s: the checkpoint at step %d already completes this schedule (%d '
+                      'steps) under this config; nothing to train. A new --config.workdir '
+                      'trains afresh.', phase, start, plan.total)
+  return examples, data_it, start, state, forced
+
+
+def _metrics(host: dict, stage: str, ro, rows: int, pair_stats: dict, update_s: float):
+  """The step's logged row. Rewards are per process; every process logs and ranks
+  checkpoints by the mean over all of them (one small all-gather)."""
+  acc_t1, acc_t2 = sh.global_mean(ro.r1), sh.global_mean(ro.r2)
+  return dict(host, **pair_stats, stage=stage, acc_t1=acc_t1, acc_t2=acc_t2, rows=float(rows),
+              time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s, time_update_s=update_s)
+
+
 def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
                 schedule: Sequence[tuple[str, int]] | None = None,
                 workdir=None, phase: str = 'score', seed: int | None = None,
@@ -203,89 +264,40 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
   """
   cfg = exp.cfg
   plan = _plan(exp, schedule, seed, workdir, phase)
-  schedule, total, tx = plan.schedule, plan.total, plan.tx
-  loss_cfg = config_lib.loss_config(cfg)
-  ref_shardings = exp.param_shardings(ref_params)
-  ref_is_params, ref_params = params is ref_params, jax.device_put(ref_params, ref_shardings)
-  train_init, policy, lora_scale = trainable(
-      cfg, ref_params if ref_is_params else params, ref_params, adapters, plan.seed)
-  shardings = state_lib.state_shardings(train_init, tx, exp.mesh, exp.strategy.rules)
-  state = state_lib.init_train_state(train_init, tx, jax.random.key(plan.seed), shardings)
+  state, policy, lora_scale, shardings, ref_params = _init_policy(
+      exp, plan, params, ref_params, adapters)
   pairs = online_lib.OnlinePairs(exp, ref_params) if any(
-      s == 'dpo' for s, _ in schedule) else None
-
-  examples = exp.task.load_examples('train')
-  pipeline = exp.pipeline(examples, cfg.data.batch_size, seed=plan.seed, train=True)
-  data_it = iter(pipeline)
+      s == 'dpo' for s, _ in plan.schedule) else None
+  loss_cfg = pairs.loss_cfg if pairs else None   # dpo's; SCoRe stages read config.loss
   ckpt = _checkpointer(exp, plan)
-  start, state, data_state, forced = _resume(exp, plan, ckpt, state)
-  if data_state is not None:
-    data_it.set_state(data_state)
-    logging.info('%s: resumed at step %d', phase, start)
-    if start >= total:
-      logging.warning('%s: the checkpoint at step %d already completes this schedule (%d '
-                      'steps) under this config; nothing to train. A new --config.workdir '
-                      'trains afresh.', phase, start, total)
-
+  examples, data_it, start, state, forced = _open_data(exp, plan, ckpt, state, phase)
   writer = MetricsWriter(plan.workdir)
   writer.rewind(phase, start)
-  k = cfg.train.samples_per_prompt
-  temperature = float(cfg.sampling.temperature)
-  steps_fns: dict[str, Callable] = {}
-  history: list[dict] = []
-  window: list[float] = []
-  bar = progress(total, f'{phase}', initial=start)
-  key = jax.random.key(plan.seed + 1)
-  ref_sample_params = None   # the frozen reference's sampler copy, made once if needed
-  step = start
+  ref_sample = functools.cache(lambda: exp.for_sampling(ref_params))  # made once if needed
+  total, steps_fns, history, window, step = plan.total, {}, [], [], start
+  end = total if stop_after is None else min(total, start + stop_after)
+  bar, key = progress(total, f'{phase}', initial=start), jax.random.key(plan.seed + 1)
   with StopOnSignal() as stop:
     try:
-      while step < total and (stop_after is None or step < start + stop_after):
-        stage = stage_at(schedule, step)
-        batch = next(data_it)
-        step_key = jax.random.fold_in(key, step)
-        sample_params = exp.for_sampling(policy(state.params))
-        ro = exp.rollout(sample_params, batch, examples, step_key, temperature=temperature,
-                         repeat=k)
-        train_batch = ro.train_batch()
-        if stage == 'stage2' and cfg.train.base_y1_fraction > 0:
-          if ref_sample_params is None:
-            ref_sample_params = exp.for_sampling(ref_params)
-          extra = _with_base_y1(exp, ref_sample_params, batch, examples, step_key, k,
-                                cfg.train.base_y1_fraction, temperature, sample_params)
-          if extra is not None:
-            train_batch = _concat_batches(train_batch, extra.train_batch())
-        pair_stats = {}
-        if stage == 'dpo':
-          train_batch, pair_stats = pairs.batch(ro, batch, examples, k)
+      while step < end:
+        # 1. sample two attempts and score them; 2. one jitted update.
+        stage, batch = stage_at(plan.schedule, step), next(data_it)
+        ro, train_batch, pair_stats = _sample_rows(
+            exp, stage, exp.for_sampling(policy(state.params)), ref_sample, batch, examples,
+            jax.random.fold_in(key, step), pairs)
         t0 = time.perf_counter()
         global_batch = to_global(train_batch, exp)
         if stage not in steps_fns:
-          act = None
-          if cfg.mesh.constrain_activations:
-            b, t = global_batch['tokens'].shape
-            act = sh.activation_sharding(exp.mesh, exp.strategy.rules,
-                                         (b, t, exp.model_cfg.embed_dim))
-          steps_fns[stage] = step_lib.compile_step(
-              exp.graphdef, tx, pairs.loss_cfg if stage == 'dpo' else loss_cfg, stage,
-              exp.mesh, exp.strategy.rules, shardings, ref_shardings, global_batch,
-              activation_sharding=act, lora_scale=lora_scale,
-              # A trace holds at most this many y1 + y2 tokens: score only those.
-              response_len=cfg.sampling.max_y1_tokens + cfg.sampling.max_y2_tokens)
+          steps_fns[stage] = _compile(
+              exp, stage, plan, loss_cfg if stage == 'dpo' else config_lib.loss_config(cfg),
+              shardings, ref_params, global_batch, lora_scale)
         state, metrics = steps_fns[stage](state, ref_params, global_batch)
         host = finite_or_raise(metrics, f'{phase}/{stage}', step)
-        update_s = time.perf_counter() - t0
         step += 1
-        # Rewards are per process; every process logs and ranks checkpoints by the mean
-        # over all of them (one small all-gather).
-        acc_t1, acc_t2 = sh.global_mean(ro.r1), sh.global_mean(ro.r2)
-        window.append((acc_t1 + acc_t2) / 2)
-        window = window[-max(cfg.train.log_every, 1):]
-        host.update(pair_stats)
-        host.update(stage=stage, acc_t1=acc_t1, acc_t2=acc_t2,
-                    rows=float(len(train_batch['tokens'])),
-                    time_sampling_s=ro.sample_s, time_rewards_s=ro.reward_s,
-                    time_update_s=update_s)
+        # 3. log; 4. checkpoint on schedule, or on a signal, then stop.
+        host = _metrics(host, stage, ro, len(train_batch['tokens']), pair_stats,
+                        time.perf_counter() - t0)
+        window = (window + [(host['acc_t1'] + host['acc_t2']) / 2])[-max(cfg.train.log_every, 1):]
         history.append(dict(host, step=step, prompts=np.asarray(batch['index']).tolist()))
         if step % max(cfg.train.log_every, 1) == 0 or step == total:
           writer.write(phase, step, host)
@@ -293,13 +305,12 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
             on_log(step, host)
         bar.set_postfix(stage=stage, t1=f'{host["acc_t1"]:.2f}', t2=f'{host["acc_t2"]:.2f}')
         bar.update(1)
-        stopping = step == total or (stop_after is not None and step == start + stop_after)
         signalled = stop.requested()   # collective: every process stops at this step
-        if ckpt.should_save(step, stopping) or signalled:
+        if ckpt.should_save(step, step == end) or signalled:
           ckpt.save(step, state, data_it.get_state(),
                     {'step': step, 'stage': stage, 'config': plan.fingerprint, 'forced': forced},
                     train_reward=float(np.mean(window)))
-        if signalled and not stopping:
+        if signalled and step != end:
           message = (f'{phase}: {stop.received or "another process was signalled"}; saved '
                      f'step {step} of {total}; rerun the same command to resume')
           logging.warning('%s', message)
