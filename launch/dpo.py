@@ -115,11 +115,11 @@ def _table(cfg, per_seed: dict, methods, wall: str) -> str:
   for m in methods:
     for s in seeds:
       rows[f'{LABELS[m]}, seed {s}'] = per_seed[s][m]
-    rows[f'**{LABELS[m]}, mean**'] = study.mean_row([per_seed[s][m] for s in seeds], ci='bounds')
+    rows[f'**{LABELS[m]}, mean**'] = study.mean_row([per_seed[s][m] for s in seeds])
   lines = ['# Preference tuning vs SCoRe on the embedded task', '',
            f'config: {cfg.workdir} ({len(seeds)} seeds: {seeds}), {n} held-out problems, '
-           'greedy. Delta with its paired-bootstrap 95% interval (mean row: mean of the '
-           'per-seed bounds).', '', evaluation.format_table(rows), '',
+           'greedy. Delta with its paired-bootstrap 95% interval (mean row: 95% '
+           't-interval over the seeds\' Deltas).', '', evaluation.format_table(rows), '',
            '## Pair accuracy vs the oracle reward', '',
            f'Base-model samples ({cfg.train.samples_per_prompt} per prompt, '
            f'{PAIR_PROBLEMS.value} training problems): within-prompt pairs whose true '

@@ -97,23 +97,16 @@ def run_seeds(seeds: Iterable[int], run_one: Callable[[int], dict],
   return per_seed, text
 
 
-def mean_row(rows: Sequence[dict], *, ci: str = 'seeds') -> dict:
-  """The mean over seeds of summarize() rows.
+def mean_row(rows: Sequence[dict]) -> dict:
+  """The mean over seeds of summarize() rows (each with MEAN_KEYS and 'n').
 
-  Args:
-    rows: one row per seed, each with MEAN_KEYS and 'ci' (and 'n' for ci='seeds').
-    ci: 'seeds': Delta's interval is report.seed_mean_interval over the seeds'
-      Deltas (None for one seed) and 'n' is kept; 'bounds': the mean of the
-      per-seed interval bounds (launch/dpo.py's table, which says so).
+  Delta's interval is report.seed_mean_interval over the seeds' Deltas (None for
+  one seed): the seeds are the replicates; averaging per-seed bounds would not be
+  an interval for the mean.
   """
   out = {k: float(np.mean([r[k] for r in rows])) for k in MEAN_KEYS}
-  if ci == 'seeds':
-    out['delta'], out['ci'] = report.seed_mean_interval([r['delta'] for r in rows])
-    out['n'] = rows[0]['n']
-  elif ci == 'bounds':
-    out['ci'] = tuple(float(np.mean([r['ci'][i] for r in rows])) for i in (0, 1))
-  else:
-    raise ValueError(f"mean_row: ci={ci!r}; expected 'seeds' or 'bounds'")
+  out['delta'], out['ci'] = report.seed_mean_interval([r['delta'] for r in rows])
+  out['n'] = rows[0]['n']
   return out
 
 
