@@ -67,8 +67,8 @@ def get_config():
   c.eval.batch_size = 64
   c.eval.temperatures = (0.0, 1.0)
 
-  # No warm-up: the base model is the checkpoint. The baselines' SFT batch size.
-  c.warmup = ml_collections.ConfigDict()
-  c.warmup.steps = 0
-  c.warmup.batch_size = 16
+  # No base_sft: the base model is the checkpoint. The baselines' SFT batch size.
+  c.base_sft = ml_collections.ConfigDict()
+  c.base_sft.steps = 0
+  c.base_sft.batch_size = 16
   return c

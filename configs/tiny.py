@@ -3,7 +3,7 @@
 Task: 3-digit addition ("123+456="), answers checked exactly. A ~100K-parameter
 Gemma-3-architecture model (2 layers, width 64; the sliding window covers the
 whole episode) and a sentencepiece tokenizer trained here on the task's text.
-Pipeline (launch/demo.py): supervised warm-up of the base model (single-attempt
+Pipeline (launch/demo.py): base_sft, supervised training of the base model (single-attempt
 solutions, plus two-attempt examples whose y1 is corrupted in half the cases:
 supervised training on synthetic corrections, which gives the base model a
 correction prior to explore from), evaluation of the base two-turn protocol,
@@ -59,16 +59,16 @@ def get_config():
   c.eval.batch_size = 250
   c.eval.temperatures = (0.0, 1.0)
 
-  # The warm-up that makes the base model (cached under workdir/base-<hash>): SFT
+  # base_sft, the supervised phase that makes the base model (cached under workdir/base-<hash>): SFT
   # until greedy Acc@t1 on `holdout` training problems reaches target_acc_t1, so
   # every seed starts RL from a base that is often wrong at t1 (the study's ~0.45).
-  c.warmup = ml_collections.ConfigDict()
-  c.warmup.learning_rate = 3e-3
-  c.warmup.warmup_steps = 50
-  c.warmup.steps = 1500            # cap
-  c.warmup.batch_size = 64
-  c.warmup.corrupt_fraction = 0.5
-  c.warmup.holdout = 256
-  c.warmup.target_acc_t1 = 0.5
-  c.warmup.check_every = 25
+  c.base_sft = ml_collections.ConfigDict()
+  c.base_sft.learning_rate = 3e-3
+  c.base_sft.warmup_steps = 50
+  c.base_sft.steps = 1500            # cap
+  c.base_sft.batch_size = 64
+  c.base_sft.corrupt_fraction = 0.5
+  c.base_sft.holdout = 256
+  c.base_sft.target_acc_t1 = 0.5
+  c.base_sft.check_every = 25
   return c

@@ -1,6 +1,6 @@
 """DPO, FactTune-confidence pairs and an RLAIF judge on the embedded tiny task.
 
-Same task, model and warmed-up base (= reference) as configs/tiny.py; the
+Same task, model and base model (base_sft; = reference) as configs/tiny.py; the
 schedule is one online `dpo` stage: each step samples k = 8 two-turn episodes per
 prompt from the policy, scores them (config.dpo.scorer: oracle | confidence |
 judge | judge_pairwise), and takes a DPO step on the best vs the worst.

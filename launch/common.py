@@ -38,6 +38,10 @@ def _override_error(argv, e: Exception) -> str:
     raw = raw.args[0]
   text = ' '.join(str(raw).split())
   if isinstance(e, (AttributeError, KeyError)):
+    from score_jax.config import renamed_section_error  # pylint: disable=g-import-not-at-top
+    for o in overrides:
+      if renamed_section_error(o.split('.', 1)[1]):
+        return '--' + renamed_section_error(o.split('.', 1)[1])
     for o in overrides:   # the override whose path holds the missing name
       for part in o.split('.')[1:]:
         if f"'{part}'" in text:

@@ -5,7 +5,7 @@
 Rows: base = Self-Refine (the untrained two-turn protocol), STaR (D+), Pair-SFT,
 SCoRe, and the ablations "without Stage I" (Stage II only, same Stage II steps)
 and "without reward shaping" (alpha = 0). Every method starts from the same
-warmed-up base model of its seed and is evaluated on the same held-out problems,
+base model of its seed (base_sft) and is evaluated on the same held-out problems,
 greedy and at temperature 1. The table shows each seed (Delta with its paired
 bootstrap interval over problems) and the mean over seeds with a t-interval over
 the seeds' values; a second table gives SCoRe minus each other method, paired by

@@ -1,4 +1,4 @@
-"""The embedded default, end to end: warm-up -> base eval -> Stage I -> Stage II -> eval.
+"""The embedded default, end to end: base_sft -> base eval -> Stage I -> Stage II -> eval.
 
   python launch/demo.py --config=configs/tiny.py        (what `make demo` runs)
 
@@ -25,12 +25,12 @@ def main(argv):
   common.maybe_initialize_distributed(cfg)
   t_start = time.time()
   exp = common.build_experiment(cfg)
-  check_resume(exp, phase='score')   # refuses (UserError: one line) before the warm-up
+  check_resume(exp, phase='score')   # refuses (UserError: one line) before base_sft
   timings = {}
 
   t0 = time.time()
   base = load_or_train_base(exp)
-  timings['warmup_s'] = time.time() - t0
+  timings['base_sft_s'] = time.time() - t0
 
   results: dict[str, dict] = {}
   t0 = time.time()
@@ -51,7 +51,7 @@ def main(argv):
 
   paths = report.write_run_report(exp, results, timings, phase='score')
   print('\n' + report.tables_by_decoding(results))
-  print('\nNote: the base model was warmed up with supervised synthetic corrections '
+  print('\nNote: the base model was trained (base_sft) on supervised synthetic corrections '
         '(see configs/tiny.py).')
   print(f'\nwall time: {json.dumps({k: round(v, 1) for k, v in timings.items()})}')
   for what, where in paths.items():

@@ -2,7 +2,7 @@
 
   python launch/dpo.py --config=configs/tiny_dpo.py --seeds=0,1,2 --out=runs/dpo_study.md
 
-Per seed, every method starts from the same warmed-up base (= reference) model and
+Per seed, every method starts from the same base (= reference) model, trained by base_sft, and
 is evaluated on the same held-out problems (config.eval): the base; online DPO
 (config.train.schedule's `dpo` stage) with pairs scored by the oracle reward,
 FactTune model confidence, the AI judge (P(yes)) and the swapped pairwise judge;
@@ -164,7 +164,7 @@ def main(argv):
     wall = sum(r.get('wall_s', 0.0) for res in per_seed.values() for r in res.values()
                if isinstance(r, dict))
     text = _table(cfg, per_seed, METHODS.value,
-                  f'{wall:.0f} s summed over the methods (without the base warm-ups)')
+                  f'{wall:.0f} s summed over the methods (without the base_sft phases)')
     out.write_text(text + '\n')
     print(text)
     return

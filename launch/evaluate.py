@@ -3,7 +3,7 @@
   python launch/evaluate.py --config=configs/tiny.py --params=best
   python launch/evaluate.py --config=configs/gemma3_270m_math.py --params=base
 
---params: 'base' (config.model.checkpoint, or the cached warm-up), 'latest' or
+--params: 'base' (config.model.checkpoint, or the cached base_sft model), 'latest' or
 'best' (the SCoRe run's checkpoints under <workdir>/score/checkpoints).
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
   python launch/train.py --config=configs/tiny.py --config.train.schedule="(('stage1',400),('stage2',300))"
 
 The base (reference) model is config.model.checkpoint, or for the synthetic task
-the cached supervised warm-up. Progress bars show step rate and ETA; metrics go to
+the cached base_sft model (supervised). Progress bars show step rate and ETA; metrics go to
 <workdir>/score/metrics.jsonl and TensorBoard; Orbax checkpoints to
 <workdir>/score/checkpoints.
 
@@ -37,7 +37,7 @@ def main(argv):
   cfg = common.CONFIG.value
   common.maybe_initialize_distributed(cfg)
   exp = common.build_experiment(cfg)
-  check_resume(exp, phase='score')   # refuses (UserError: one line) before the warm-up
+  check_resume(exp, phase='score')   # refuses (UserError: one line) before base_sft
   base = load_or_train_base(exp)
   result = train_score(exp, base, base, phase='score')
   logging.info('trained %d steps', result.steps)

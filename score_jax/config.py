@@ -1,7 +1,7 @@
 """The experiment config: one ml_collections ConfigDict, defaults here, overrides in configs/.
 
 Sections: model, lora, tokenizer, task, data, sampling, loss, dpo, optim, train,
-checkpoint, mesh, eval (and warmup, in configs that train their own base model).
+checkpoint, mesh, eval (and base_sft, in configs that train their own base model).
 Every field can be overridden from the command line (--config=configs/tiny.py
 --config.loss.alpha=5). `validate` checks the whole config before any work starts;
 builders turn sections into the typed objects the library uses. Both fail with a
@@ -253,14 +253,27 @@ _FIELD_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ('eval.batch_size', *_int_at_least(1)),
     ('eval.temperatures', _temperatures, 'a non-empty tuple of temperatures >= 0'),
     ('eval.bootstrap_resamples', *_int_at_least(1)),
-    ('warmup.batch_size', *_int_at_least(1)),
-    ('warmup.steps', *_int_at_least(0)),
-    ('warmup.learning_rate', *_num_in(0, float('inf'), lo_open=True)),
-    ('warmup.holdout', *_int_at_least(0)),
-    ('warmup.corrupt_fraction', *_num_in(0, 1)),
+    ('base_sft.batch_size', *_int_at_least(1)),
+    ('base_sft.steps', *_int_at_least(0)),
+    ('base_sft.learning_rate', *_num_in(0, float('inf'), lo_open=True)),
+    ('base_sft.holdout', *_int_at_least(0)),
+    ('base_sft.corrupt_fraction', *_num_in(0, 1)),
 )
 # Sections whose keys are free: they are checked by what they configure.
-_FREE_SECTIONS = ('model.overrides', 'task.fields', 'warmup')
+_FREE_SECTIONS = ('model.overrides', 'task.fields', 'base_sft')
+# Old section name -> new one: a config or flag with the old name gets a line
+# saying so (issue 15: 'warmup' also named the learning-rate warm-up).
+RENAMED_SECTIONS = {'warmup': 'base_sft'}
+
+
+def renamed_section_error(path: str) -> str | None:
+  """The one-line error for a dotted config path under a renamed section, else None."""
+  old, _, rest = path.partition('.')
+  if old not in RENAMED_SECTIONS:
+    return None
+  where = f'config.{path}: ' if rest else ''
+  return (f'{where}the section config.{old} is now config.{RENAMED_SECTIONS[old]} '
+          f"(same fields); write config.{RENAMED_SECTIONS[old]}{'.' + rest if rest else ''}")
 
 
 def _unknown_fields(c, schema, prefix: str = '') -> list[str]:
@@ -295,13 +308,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
     ConfigError: one line naming the first bad field and what it expects.
   """
   unknown = _unknown_fields(c, base_config())
+  if unknown and renamed_section_error(unknown[0]):
+    raise ConfigError(renamed_section_error(unknown[0]))
   if unknown:
     raise ConfigError(f'config.{unknown[0]}: unknown field (not in score_jax/config.py '
                       'base_config); check the spelling')
   for path, ok, expect in _FIELD_RULES:
     value = _lookup(c, path)
     if value is _MISSING:
-      if not path.startswith('warmup.'):
+      if not path.startswith('base_sft.'):
         raise ConfigError(f'config.{path}: missing; expected {expect}')
     elif not ok(value):
       raise ConfigError(f'config.{path}={value!r}; expected {expect}')

@@ -215,7 +215,7 @@ def stage_two_loss(logp_BT, kl_BT, y1_mask_BT, y2_mask_BT, r1_B, r2_B, cfg: Loss
 
 
 def sft_loss(logp_BT: jax.Array, target_mask_BT: jax.Array):
-  """Negative log-likelihood per target token (STaR, Pair-SFT, warm-up)."""
+  """Negative log-likelihood per target token (STaR, Pair-SFT, base_sft)."""
   n = jnp.maximum(jnp.sum(target_mask_BT), 1)
   nll = -jnp.sum(jnp.where(target_mask_BT, logp_BT, 0.0)) / n
   return nll, {'loss': nll, 'sft/nll': nll, 'sft/tokens': n.astype(jnp.float32)}

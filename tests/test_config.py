@@ -82,11 +82,26 @@ def test_bad_field_is_named_in_one_line(field, value, expected, tmp_path):
   assert expected in str(e.value) and '\n' not in str(e.value)
 
 
-def test_warmup_section_is_checked_when_present():
+def test_base_sft_section_is_checked_when_present():
   c = _load('configs/tiny.py')
-  c.warmup.batch_size = 0
-  with pytest.raises(config_lib.ConfigError, match='config.warmup.batch_size'):
+  c.base_sft.batch_size = 0
+  with pytest.raises(config_lib.ConfigError, match='config.base_sft.batch_size'):
     config_lib.validate(c)
+
+
+def test_old_warmup_section_names_its_new_name():
+  c = _load('configs/tiny.py')
+  with c.unlocked():
+    c.warmup = c.base_sft
+    del c.base_sft
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  assert str(e.value) == ('the section config.warmup is now config.base_sft (same fields); '
+                          'write config.base_sft')
+  assert config_lib.renamed_section_error('warmup.steps') == (
+      'config.warmup.steps: the section config.warmup is now config.base_sft (same fields); '
+      'write config.base_sft.steps')
+  assert config_lib.renamed_section_error('base_sft.steps') is None
 
 
 def test_unknown_field_anywhere_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Synthetic n-digit addition: the embedded demo's task, splits and warm-up.
+"""Synthetic n-digit addition: the embedded demo's task, splits and base_sft data.
 
 A problem is `aaa+bbb=` with both operands zero-padded to `digits` digits; the
 answer is the sum zero-padded to `digits + 1` digits (`123+456=` -> `0579`),
@@ -6,7 +6,7 @@ so every prompt and every answer has a fixed token length. A response is right
 when, stripped of surrounding whitespace and of one trailing `<end_of_turn>`,
 it is exactly the answer's digits: no extra text, no missing zero.
 
-See shared/design/tiny-demo-study.md for why the warm-up corrupts half of the
+See shared/design/tiny-demo-study.md for why base_sft corrupts half of the
 first attempts.
 """
 from __future__ import annotations
@@ -77,8 +77,8 @@ def arithmetic_splits(
   return train, test
 
 
-class WarmupExample(NamedTuple):
-  """Text pieces of one supervised warm-up example.
+class BaseSftExample(NamedTuple):
+  """Text pieces of one supervised base_sft example.
 
   `y2` is None for a single-attempt example (prompt -> y1). For a two-attempt
   example y1 may be wrong (`y1_correct` False) and y2 is always right; the
@@ -101,11 +101,11 @@ def corrupt_digits(answer: str, rng: np.random.Generator,
   return ''.join(chars)
 
 
-def warmup_examples(
+def base_sft_examples(
     examples: Sequence[ArithmeticExample], seed: int,
     corrupt_fraction: float = 0.5, max_corrupted_digits: int = 2
-) -> tuple[list[WarmupExample], list[WarmupExample]]:
-  """(single-attempt, two-attempt) warm-up examples, one of each per problem.
+) -> tuple[list[BaseSftExample], list[BaseSftExample]]:
+  """(single-attempt, two-attempt) base_sft examples, one of each per problem.
 
   In the two-attempt ones, a `corrupt_fraction` of the y1 (chosen at random)
   have 1..`max_corrupted_digits` digits changed and y2 is the right answer.
@@ -113,14 +113,14 @@ def warmup_examples(
   results after it are shown.
   """
   rng = np.random.default_rng(seed)
-  single = [WarmupExample(e.question, e.answer, None, True) for e in examples]
+  single = [BaseSftExample(e.question, e.answer, None, True) for e in examples]
   double = []
   for e in examples:
     if rng.random() < corrupt_fraction:
       y1 = corrupt_digits(e.answer, rng, max_corrupted_digits)
-      double.append(WarmupExample(e.question, y1, e.answer, False))
+      double.append(BaseSftExample(e.question, y1, e.answer, False))
     else:
-      double.append(WarmupExample(e.question, e.answer, e.answer, True))
+      double.append(BaseSftExample(e.question, e.answer, e.answer, True))
   return single, double
 
 

@@ -97,12 +97,12 @@ def pack_pairs(exp, pairs: Sequence[PreferencePair]) -> dict[str, np.ndarray]:
 
   `exp`: an Experiment (its tokenizer, prompt format and trace length).
   """
-  from score_jax.training import warmup as warmup_lib  # pylint: disable=g-import-not-at-top
+  from score_jax.training import base_sft as base_sft_lib  # pylint: disable=g-import-not-at-top
   end = exp.prompt_format.turn_end_ids(exp.tokenizer)
   turn = lambda text: exp.tokenizer.encode(text) + end
   prompts = [p.prompt for p in pairs] * 2
   responses = [turn(p.chosen) for p in pairs] + [turn(p.rejected) for p in pairs]
-  traces = warmup_lib.pack(exp, prompts, responses, None)
+  traces = base_sft_lib.pack(exp, prompts, responses, None)
   n = len(pairs)
   return dpo_batch(traces.tokens_BT, traces.valid_BT, traces.y1_mask_BT, np.arange(n),
                    np.arange(n, 2 * n), np.ones(n, np.float32))

@@ -1,7 +1,7 @@
 """The paper's baselines on the same task: STaR and Pair-SFT (Self-Refine is untrained).
 
 Both sample from the base model on training problems, build correction traces
-offline, and fine-tune with the SFT loss on y2 (training/warmup.py packs them).
+offline, and fine-tune with the SFT loss on y2 (training/base_sft.py packs them).
 - STaR (Zelikman et al.; the paper's D+ variant with keep_right_right): keep the
   base model's two-attempt traces that go wrong -> right (and right -> right),
   SFT, and iterate with the fine-tuned model as the sampler.
@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from score_jax.errors import UserError
-from score_jax.training import warmup as warmup_lib
+from score_jax.training import base_sft as base_sft_lib
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_sft
 
@@ -64,7 +64,7 @@ def star(exp: Experiment, base: nnx.State, *, iterations: int, num_problems: int
   for it in range(iterations):
     questions, s = _sample_train(exp, params, num_problems, samples, seed + 100 * it)
     qs = [questions[i] for i in s['index']]
-    traces, target = warmup_lib.star_data(s['r1'], s['r2'], s['y1'], s['y2'], qs, exp,
+    traces, target = base_sft_lib.star_data(s['r1'], s['r2'], s['y1'], s['y2'], qs, exp,
                                           keep_right_right)
     n = int(np.asarray(traces.tokens_BT).shape[0])
     stats[f'iter{it}_kept'] = n
@@ -86,7 +86,7 @@ def pair_sft(exp: Experiment, base: nnx.State, *, num_problems: int, samples: in
   for i, r, y in zip(s['index'], s['r1'], s['y1']):
     wrong, right = by_problem.setdefault(int(i), ([], []))
     (right if r == 1 else wrong).append(y)
-  traces, target = warmup_lib.pair_sft_data(by_problem, questions, exp, seed)
+  traces, target = base_sft_lib.pair_sft_data(by_problem, questions, exp, seed)
   n = int(np.asarray(traces.tokens_BT).shape[0])
   _enough('Pair-SFT', n, batch_size, num_problems, samples)
   stats = {'pairs': n}

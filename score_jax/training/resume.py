@@ -2,7 +2,7 @@
 
 Every checkpoint's meta holds the run's config fingerprint: each config field
 that changes what is trained (model, tokenizer, task, data, sampling, loss,
-optim, the stage schedule, base-model warm-up, seed), flattened to dotted names.
+optim, the stage schedule, base_sft, seed), flattened to dotted names.
 Fields that do not change the trained weights are left out: workdir, checkpoint,
 mesh (a preempted run may come back on another slice; the math is the same up
 to reduction order), eval, and the logging cadence. A resume whose fingerprint

@@ -39,7 +39,7 @@ ABLATION_LABELS = {'base': 'base (= Self-Refine)', 'star': 'STaR (D+)',
 
 @dataclasses.dataclass(frozen=True)
 class BaselineSettings:
-  """How STaR and Pair-SFT sample and fine-tune (their SFT is not config.warmup's)."""
+  """How STaR and Pair-SFT sample and fine-tune (their SFT is not config.base_sft's)."""
   steps: int = 300
   learning_rate: float = 3e-4
   num_problems: int = 2000
@@ -111,7 +111,7 @@ def mean_row(rows: Sequence[dict]) -> dict:
 
 
 def _baseline(exp: Experiment, base, m: str, seed: int, settings: BaselineSettings):
-  sft = dict(steps=settings.steps, batch_size=exp.cfg.warmup.batch_size,
+  sft = dict(steps=settings.steps, batch_size=exp.cfg.base_sft.batch_size,
              learning_rate=settings.learning_rate, seed=seed,
              num_problems=settings.num_problems)
   if m == 'star':
@@ -233,7 +233,7 @@ def ablation_table(cfg, per_seed: PerSeed, methods: Sequence[str], wall_s: float
            f'{n} held-out problems. Per-seed '
            'rows: Delta with its 95% paired-bootstrap interval over problems. Mean rows: '
            f'mean over seeds, Delta with a 95% {report.SEED_INTERVAL}. The base model is '
-           'warmed up with supervised synthetic corrections (configs/tiny.py).', '']
+           'trained (base_sft) on supervised synthetic corrections (configs/tiny.py).', '']
   for temp in cfg.eval.temperatures:
     kind = 'greedy' if float(temp) == 0 else f'temperature {temp:g}'
     rows, notes = _decoding_rows(per_seed, methods, temp, first)

@@ -1,4 +1,4 @@
-"""Tests of score_jax.data.synthetic: exact rewards, splits, warm-up data."""
+"""Tests of score_jax.data.synthetic: exact rewards, splits, base_sft data."""
 import numpy as np
 import pytest
 
@@ -73,9 +73,9 @@ def test_split_asks_for_too_many():
   assert len(train) + len(test) == 55
 
 
-def test_warmup_examples(task):
+def test_base_sft_examples(task):
   problems = task.load_examples('train')[:2000]
-  single, double = synthetic.warmup_examples(problems, seed=0)
+  single, double = synthetic.base_sft_examples(problems, seed=0)
   assert len(single) == len(double) == 2000
   assert all(w.y2 is None and w.y1 == p.answer
              for w, p in zip(single, problems))
@@ -87,7 +87,7 @@ def test_warmup_examples(task):
     changed = sum(a != b for a, b in zip(w.y1, w.y2))
     assert len(w.y1) == len(w.y2) and 1 <= changed <= 2 and w.y1.isdigit()
   assert all(w.y1 == w.y2 for w in double if w.y1_correct)
-  assert synthetic.warmup_examples(problems, seed=0) == (single, double)
+  assert synthetic.base_sft_examples(problems, seed=0) == (single, double)
 
 
 def test_tokenizer_corpus_trains_a_digit_level_tokenizer(task):

@@ -55,6 +55,8 @@ CASES = [
     ('unknown_override_default_config', ['--config.loss.alpah=1'],
      'Did you mean "alpha"'),
     ('unknown_field_in_file', _bad_config_file, 'config.train.stage2_steps'),
+    ('renamed_section_override', TINY + ['--config.warmup.steps=0'],
+     'config.warmup is now config.base_sft (same fields); write config.base_sft.steps'),
     ('missing_config_file', ['--config=configs/nope.py'], 'configs/nope.py: no such file'),
     ('workdir_under_a_file', _workdir_under_a_file, 'config.workdir'),
     ('unknown_strategy', TINY + ['--config.mesh.strategy=zigzag'],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from score_jax.training import baselines
-from score_jax.training import warmup as warmup_lib
+from score_jax.training import base_sft as base_sft_lib
 from score_jax.training.experiment import Experiment
 from tests.training.tiny_config import run_config
 
@@ -48,12 +48,12 @@ def test_star_keeps_wrong_to_right_and_right_to_right(exp):
   y1s = [_ids(exp, a) for a, _ in texts]
   y2s = [_ids(exp, b) for _, b in texts]
   questions = ['5+8=', '6+7=', '7+6=', '9+9=']
-  traces, target = warmup_lib.star_data(r1, r2, y1s, y2s, questions, exp,
+  traces, target = base_sft_lib.star_data(r1, r2, y1s, y2s, questions, exp,
                                         keep_right_right=True)
   assert [_turns(exp, traces, i) for i in range(2)] == [('12', '13'), ('13', '13')]
   _loss_only_on_y2(traces, target)
 
-  only_fixes, _ = warmup_lib.star_data(r1, r2, y1s, y2s, questions, exp,
+  only_fixes, _ = base_sft_lib.star_data(r1, r2, y1s, y2s, questions, exp,
                                        keep_right_right=False)
   assert np.asarray(only_fixes.tokens_BT).shape[0] == 1
   assert _turns(exp, only_fixes, 0) == ('12', '13')
@@ -67,7 +67,7 @@ def test_pair_sft_pairs_a_wrong_and_a_right_answer_of_the_same_problem(exp):
       2: ([], [_ids(exp, '06')]),                                   # no wrong answer
       3: ([_ids(exp, '09')], [_ids(exp, '08'), _ids(exp, '08')]),   # both: kept
   }
-  traces, target = warmup_lib.pair_sft_data(by_problem, questions, exp, seed=0)
+  traces, target = base_sft_lib.pair_sft_data(by_problem, questions, exp, seed=0)
   rows = [_turns(exp, traces, i) for i in range(np.asarray(traces.tokens_BT).shape[0])]
   assert len(rows) == 2
   assert rows[0][0] in ('03', '01') and rows[0][1] == '02'

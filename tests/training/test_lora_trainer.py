@@ -13,7 +13,7 @@ from score_jax.training import step as step_lib
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_score, train_sft, trainable
-from score_jax.training import warmup as warmup_lib
+from score_jax.training import base_sft as base_sft_lib
 from tests.training.tiny_config import run_config
 
 
@@ -76,7 +76,7 @@ def test_lora_sft_returns_the_merged_policy_and_keeps_the_base(tmp_path):
   base = exp.init_params(0)
   before = _flat(base)
   examples = exp.task.load_examples('train')[:16]
-  traces, target = warmup_lib.synthetic_warmup(exp, examples, seed=0, corrupt_fraction=0.5)
+  traces, target = base_sft_lib.base_sft_data(exp, examples, seed=0, corrupt_fraction=0.5)
   params = train_sft(exp, base, traces, target, steps=2, batch_size=8, learning_rate=1e-2)
   after = _flat(params)
   for k, v in _flat(base).items():

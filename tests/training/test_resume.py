@@ -53,17 +53,17 @@ def _assert_same_params(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def _launch(run: pathlib.Path, *overrides: str, warmup: bool = False):
-  """launch/train.py on resume_config(run) (plus a warm-up section), as a user runs it."""
+def _launch(run: pathlib.Path, *overrides: str, base_sft: bool = False):
+  """launch/train.py on resume_config(run) (plus a base_sft section), as a user runs it."""
   config = run.parent / 'config.py'
   config.write_text(
       'import ml_collections\n'
       'from tests.training.tiny_config import resume_config\n\n'
       'def get_config():\n'
       f'  c = resume_config({str(run)!r})\n'
-      + ('  c.warmup = ml_collections.ConfigDict(dict(learning_rate=3e-3, warmup_steps=0, '
+      + ('  c.base_sft = ml_collections.ConfigDict(dict(learning_rate=3e-3, warmup_steps=0, '
          'steps=50, batch_size=8, corrupt_fraction=0.5, holdout=8, target_acc_t1=0.0, '
-         'check_every=0))\n' if warmup else '')
+         'check_every=0))\n' if base_sft else '')
       + '  return c\n')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, str(REPO / 'launch' / 'train.py'),
@@ -130,12 +130,12 @@ def test_force_resume_continues_under_a_changed_config_and_records_it(finished, 
   assert '"forced": [{"step": 4, "changes": ["loss.alpha: 10.0 -> 5.0"' in meta
 
 
-def test_changed_model_is_refused_before_the_warmup_in_a_fresh_process(finished, tmp_path):
+def test_changed_model_is_refused_before_base_sft_in_a_fresh_process(finished, tmp_path):
   run = _copy(finished, tmp_path)
-  line = _one_error_line(_launch(run, '--config.model.overrides.num_layers=3', warmup=True))
+  line = _one_error_line(_launch(run, '--config.model.overrides.num_layers=3', base_sft=True))
   assert "['layers']" in line and 'is (2, ' in line and 'but (3, ' in line
   assert 'config field model.overrides.num_layers' in line
-  assert not list(run.glob('base-*')) and not (run / 'warmup').exists()
+  assert not list(run.glob('base-*')) and not (run / 'base_sft').exists()
 
 
 @pytest.mark.parametrize('signame', ['SIGTERM', 'SIGINT'])

@@ -1,4 +1,4 @@
-"""Supervised data for the phases around RL: the demo's warm-up, STaR and Pair-SFT.
+"""Supervised data for the phases around RL: the demo's base_sft, STaR and Pair-SFT.
 
 Each builder returns (traces, target_mask): packed CorrectionTraces of the same
 static length as the sampler's, and which tokens carry the SFT loss.
@@ -34,14 +34,14 @@ def pack(exp: Experiment, questions: Sequence[str], y1s: Sequence[list[int]],
                                trace_length(exp), stop_ids=exp.stop_ids)
 
 
-def synthetic_warmup(exp: Experiment, examples: Sequence, seed: int,
-                     corrupt_fraction: float):
+def base_sft_data(exp: Experiment, examples: Sequence, seed: int,
+                  corrupt_fraction: float):
   """Single attempts (loss on y1) + two attempts whose y1 may be corrupted (loss on y2).
 
   This is supervised training on synthetic corrections: it gives the base model
   a correction prior to explore from (see shared/design/tiny-demo-study.md).
   """
-  single, double = synthetic.warmup_examples(examples, seed, corrupt_fraction)
+  single, double = synthetic.base_sft_examples(examples, seed, corrupt_fraction)
   t_single = pack(exp, [w.prompt for w in single], [_turn(exp, w.y1) for w in single], None)
   t_double = pack(exp, [w.prompt for w in double], [_turn(exp, w.y1) for w in double],
                   [_turn(exp, w.y2) for w in double])
