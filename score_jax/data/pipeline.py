@@ -118,6 +118,62 @@ def collate(items: Sequence[tuple[int, np.ndarray]], batch_size: int,
           'index': index_B}
 
 
+def _checked_buckets(batch_size: int,
+                     buckets: Sequence[int]) -> tuple[int, ...]:
+  """`buckets` as a tuple of ints, after checking it and `batch_size`."""
+  if batch_size <= 0:
+    raise ValueError(f"pipeline field 'batch_size' is {batch_size}; "
+                     'expected > 0')
+  buckets = tuple(int(b) for b in buckets)
+  if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+    raise ValueError(f"pipeline field 'buckets' is {buckets}; expected "
+                     'strictly increasing positive lengths')
+  return buckets
+
+
+def _process_slot(process_index: int | None,
+                  process_count: int | None) -> tuple[int, int]:
+  """(process_index, process_count), jax's where None, checked to fit."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = (jax.process_index() if process_index is None
+                     else process_index)
+    process_count = (jax.process_count() if process_count is None
+                     else process_count)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'pipeline: process_index {process_index} not in '
+                     f'[0, process_count={process_count})')
+  return process_index, process_count
+
+
+def _shard(items: Sequence[tuple[int, np.ndarray]], process_index: int,
+           process_count: int, num_epochs: int | None,
+           drop_remainder: bool) -> grain.MapDataset:
+  """This process's items, process_index::process_count.
+
+  With finite epochs every shard gets the same length, so every process
+  yields the same number of batches: the long shards lose their last item
+  when `drop_remainder`, else the short ones gain one padding row (index -1).
+
+  Raises:
+    ValueError: the shard is empty (fewer items than processes).
+  """
+  ds = grain.MapDataset.source(items)[process_index::process_count]
+  if num_epochs is not None:
+    equal = len(items) // process_count
+    if drop_remainder:
+      ds = ds[:equal]
+    elif len(ds) <= equal and len(items) % process_count:
+      filler = (PAD_INDEX, np.zeros((1,), np.int32))
+      ds = grain.MapDataset.concatenate(
+          [ds, grain.MapDataset.source([filler])])
+  if not len(ds):
+    raise ValueError(
+        f'pipeline: process {process_index} of {process_count} gets no '
+        f'examples ({len(items)} kept); expected at least one per process')
+  return ds
+
+
 class PromptPipeline:
   """A grain pipeline of prompt batches for one JAX process.
 
@@ -173,38 +229,13 @@ class PromptPipeline:
       process_count: all processes; defaults to jax.process_count().
       read_options: grain threading; defaults to 2 threads, 16 prefetched.
     """
-    if batch_size <= 0:
-      raise ValueError(f"pipeline field 'batch_size' is {batch_size}; "
-                       'expected > 0')
-    buckets = tuple(int(b) for b in buckets)
-    if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
-      raise ValueError(f"pipeline field 'buckets' is {buckets}; expected "
-                       'strictly increasing positive lengths')
-    if process_index is None or process_count is None:
-      import jax  # pylint: disable=g-import-not-at-top
-      process_index = (jax.process_index() if process_index is None
-                       else process_index)
-      process_count = (jax.process_count() if process_count is None
-                       else process_count)
-    if not 0 <= process_index < process_count:
-      raise ValueError(f'pipeline: process_index {process_index} not in '
-                       f'[0, process_count={process_count})')
+    buckets = _checked_buckets(batch_size, buckets)
+    process_index, process_count = _process_slot(process_index, process_count)
     items, self.stats = tokenize_prompts(
         examples, task, tokenizer, buckets[-1], overlong)
-    ds = grain.MapDataset.source(items)[process_index::process_count]
-    if num_epochs is not None:
-      equal = len(items) // process_count
-      if drop_remainder:
-        ds = ds[:equal]
-      elif len(ds) <= equal and len(items) % process_count:
-        filler = (PAD_INDEX, np.zeros((1,), np.int32))
-        ds = grain.MapDataset.concatenate(
-            [ds, grain.MapDataset.source([filler])])
+    ds = _shard(items, process_index, process_count, num_epochs,
+                drop_remainder)
     self.shard_size = len(ds)
-    if not self.shard_size:
-      raise ValueError(
-          f'pipeline: process {process_index} of {process_count} gets no '
-          f'examples ({len(items)} kept); expected at least one per process')
     if shuffle:
       ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)

@@ -165,17 +165,8 @@ class Transformer(nnx.Module):
                            jax.lax.with_sharding_constraint(x, activation_sharding))
     x_BTD = constrain(self.embedder.encode(tokens_BT))
 
-    if cache is None:
-      key_pos_BS = positions_BT
-    else:
-      key_pos_BS = jax.lax.dynamic_update_slice(
-          cache.pos_BS, positions_BT.astype(cache.pos_BS.dtype), (0, cache_index))
-    if cfg.sliding_window:
-      in_window = (positions_BT[:, :, None] - key_pos_BS[:, None, :]) < cfg.sliding_window
-      local_mask_BTS = attn_mask_BTS & in_window
-    else:
-      local_mask_BTS = attn_mask_BTS
-
+    key_pos_BS = _key_positions(positions_BT, cache, cache_index)
+    local_mask_BTS = _local_mask(cfg, positions_BT, key_pos_BS, attn_mask_BTS)
     is_local_L = jnp.array([t == AttentionType.LOCAL_SLIDING for t in cfg.attention_types])
     graphdef, layer_state = nnx.split(self.layers)
 
@@ -202,14 +193,39 @@ class Transformer(nnx.Module):
       x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
                                    unroll=1 if cfg.scan_layers else cfg.num_layers)
 
-    new_cache = None
-    if cache is not None:
-      start = (0, 0, cache_index, 0, 0)
-      new_cache = KVCache(
-          k_LBSKH=jax.lax.dynamic_update_slice(cache.k_LBSKH, kv_out[0], start),
-          v_LBSKH=jax.lax.dynamic_update_slice(cache.v_LBSKH, kv_out[1], start),
-          pos_BS=key_pos_BS)
+    new_cache = (None if cache is None else
+                 _write_cache(cache, kv_out, cache_index, key_pos_BS))
     return self.final_norm(x_BTD), new_cache
+
+
+def _key_positions(positions_BT: jax.Array, cache: KVCache | None,
+                   cache_index: jax.Array | int | None) -> jax.Array:
+  """Positions of the keys attended to: the inputs', or the cache's slots with
+  the new tokens' positions written at cache_index."""
+  if cache is None:
+    return positions_BT
+  return jax.lax.dynamic_update_slice(
+      cache.pos_BS, positions_BT.astype(cache.pos_BS.dtype), (0, cache_index))
+
+
+def _local_mask(cfg: ModelConfig, positions_BT: jax.Array, key_pos_BS: jax.Array,
+                attn_mask_BTS: jax.Array) -> jax.Array:
+  """attn_mask_BTS restricted to the sliding window (local layers' mask)."""
+  if not cfg.sliding_window:
+    return attn_mask_BTS
+  in_window = (positions_BT[:, :, None] - key_pos_BS[:, None, :]) < cfg.sliding_window
+  return attn_mask_BTS & in_window
+
+
+def _write_cache(cache: KVCache, kv_out: tuple[jax.Array, jax.Array],
+                 cache_index: jax.Array | int, key_pos_BS: jax.Array) -> KVCache:
+  """`cache` with the new tokens' K/V (kv_out, [L, B, T, K, H] each) written at
+  slot cache_index, and the key positions from _key_positions."""
+  start = (0, 0, cache_index, 0, 0)
+  return KVCache(
+      k_LBSKH=jax.lax.dynamic_update_slice(cache.k_LBSKH, kv_out[0], start),
+      v_LBSKH=jax.lax.dynamic_update_slice(cache.v_LBSKH, kv_out[1], start),
+      pos_BS=key_pos_BS)
 
 
 def _unrolled(body, x_BTD, layers, is_local_L, kv_in):

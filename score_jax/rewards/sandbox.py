@@ -254,6 +254,57 @@ def _verdict(records, nonce, returncode, timed_out, flooded):
   return Status.FAILED, f'exited with {returncode} before the tests ended'
 
 
+def _write_sources(workdir: str, mode: str, program: str, tests: str):
+  """Writes program.py and tests.py into `workdir`, readable by the runner."""
+  for name, source in (('program.py', program), ('tests.py', tests)):
+    with open(os.path.join(workdir, name), 'w', encoding='utf-8',
+              errors='replace') as f:  # Lone surrogates become '?'.
+      f.write(source)
+  if mode == 'none' and os.geteuid() == 0:
+    os.chown(workdir, NOBODY, NOBODY)
+
+
+def _start(mode: str, limits: Limits, workdir: str, nonce_r: int,
+           result_w: int) -> subprocess.Popen:
+  """Starts `_sandbox_init.py` in its own session, stdout/stderr piped."""
+  return subprocess.Popen(
+      _command(mode, limits, nonce_r, result_w), cwd=workdir,
+      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, pass_fds=(nonce_r, result_w),
+      start_new_session=True)
+
+
+def _watch(proc: subprocess.Popen, capture: _Capture, deadline: float,
+           limits: Limits) -> tuple[bool, bool]:
+  """Pumps `capture` until the run exits; (timed_out, flooded).
+
+  After the exit, the pipes get at most 0.2 s more to reach end of file.
+  Stops at the monotonic `deadline` (timed out) or when the
+  output passes limits.max_output_bytes (flooded).
+  """
+  exited_at = None
+  while True:
+    now = time.monotonic()
+    if _has_exited(proc.pid):
+      exited_at = exited_at or now
+      if not capture.open or now - exited_at > 0.2:
+        return False, False
+    elif now >= deadline:
+      return True, False
+    capture.pump(min(0.05, max(deadline - now, 0.001)))
+    if capture.total > limits.max_output_bytes:
+      return False, True
+
+
+def _reap(proc: subprocess.Popen) -> int:
+  """Kills the run's process group and reaps it; a signal N reads as 128 + N."""
+  _kill_group(proc.pid)  # Before reaping, so the group id cannot be reused.
+  returncode = proc.wait()
+  if returncode < 0:
+    returncode = 128 - returncode
+  return returncode
+
+
 def run_python(program: str, tests: str, limits: Limits = Limits()
                ) -> TestResult:
   """Runs `program` then `tests` (one namespace) in the sandbox.
@@ -277,46 +328,20 @@ def run_python(program: str, tests: str, limits: Limits = Limits()
   out_r = err_r = proc = None
   start = time.monotonic()
   try:
-    for name, source in (('program.py', program), ('tests.py', tests)):
-      with open(os.path.join(workdir, name), 'w', encoding='utf-8',
-                errors='replace') as f:  # Lone surrogates become '?'.
-        f.write(source)
-    if mode == 'none' and os.geteuid() == 0:
-      os.chown(workdir, NOBODY, NOBODY)
+    _write_sources(workdir, mode, program, tests)
     os.write(nonce_w, nonce.encode())
     os.close(nonce_w)
     nonce_w = None
-    proc = subprocess.Popen(
-        _command(mode, limits, nonce_r, result_w), cwd=workdir,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, pass_fds=(nonce_r, result_w),
-        start_new_session=True)
+    proc = _start(mode, limits, workdir, nonce_r, result_w)
     for fd in (nonce_r, result_w):
       os.close(fd)
     nonce_r = result_w = None
     out_r, err_r = proc.stdout.fileno(), proc.stderr.fileno()
     capture = _Capture({out_r: 'stdout', err_r: 'stderr', result_r: 'result'},
                        limits)
-    deadline = start + limits.timeout_s
-    timed_out = flooded = False
-    exited_at = None
-    while True:
-      now = time.monotonic()
-      if _has_exited(proc.pid):
-        exited_at = exited_at or now
-        if not capture.open or now - exited_at > 0.2:
-          break
-      elif now >= deadline:
-        timed_out = True
-        break
-      capture.pump(min(0.05, max(deadline - now, 0.001)))
-      if capture.total > limits.max_output_bytes:
-        flooded = True
-        break
-    _kill_group(proc.pid)  # Before reaping, so the group id cannot be reused.
-    returncode = proc.wait()
-    if returncode is not None and returncode < 0:
-      returncode = 128 - returncode
+    timed_out, flooded = _watch(proc, capture, start + limits.timeout_s,
+                                limits)
+    returncode = _reap(proc)
     records = capture.text('result').splitlines()
     status, detail = _verdict(records, nonce, returncode, timed_out, flooded)
     if status is None:

@@ -56,6 +56,58 @@ def init_state(graphdef: nnx.GraphDef, params: nnx.State, batch_size: int,
       logits_BV=jnp.zeros((b, cfg.vocab_size), jnp.float32))
 
 
+def _attention_inputs(state: DecodeState, mask_BT: jax.Array, start: jax.Array | int
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(valid_BS, positions_BT, attn_mask_BTS) for new tokens at slots [start, start+T).
+
+  valid_BS: the slots' validity once mask_BT is written. positions_BT: each new
+  token's position, counting valid tokens only (masked ones repeat the previous
+  position, clipped at 0). attn_mask_BTS: valid slots up to the token's own.
+  """
+  t, s = mask_BT.shape[1], state.num_slots
+  valid_BS = jax.lax.dynamic_update_slice(state.valid_BS, mask_BT, (0, start))
+  positions_BT = state.next_pos_B[:, None] + jnp.cumsum(mask_BT, axis=1) - 1
+  positions_BT = jnp.maximum(positions_BT, 0).astype(jnp.int32)
+  slot_T = start + jnp.arange(t)
+  causal_TS = jnp.arange(s)[None, :] <= slot_T[:, None]
+  return valid_BS, positions_BT, valid_BS[:, None, :] & causal_TS[None]
+
+
+def _new_token_logprobs(model: nnx.Module, state: DecodeState, h_BTD: jax.Array,
+                        tokens_BT: jax.Array, mask_BT: jax.Array,
+                        last_upto_BT: jax.Array, *, fresh: bool, score: bool,
+                        max_logits: int) -> jax.Array:
+  """float32[B, T]: log pi of each new token after the valid tokens before it.
+
+  A token with a valid new token before it is scored from that token's hidden
+  state; the first valid one of a row from state.logits_BV (0 when fresh). 0 on
+  masked tokens and everywhere when not score. last_upto_BT: the index of the
+  last valid new token at or before j, -1 if none (see extend).
+  """
+  b, t = tokens_BT.shape
+  # Score from the source side: position i predicts the first valid token after
+  # it, so only B x chunk x V logits exist at a time (token_stats).
+  pos_T = jnp.arange(t)
+  prev_BT = jnp.pad(last_upto_BT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  rows_B1 = jnp.arange(b)[:, None]
+  if t > 1 and score:
+    first_from_BT = jax.lax.cummin(jnp.where(mask_BT, pos_T[None, :], t), axis=1,
+                                   reverse=True)
+    next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
+    target_BT = tokens_BT[rows_B1, jnp.minimum(next_BT, t - 1)]
+    source_lp_BT = token_stats(model, h_BTD, target_BT, max_logits=max_logits)['logp']
+    in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
+  else:  # a decode step: its one token is scored from state.logits_BV below
+    in_chunk_BT = jnp.zeros((b, t), jnp.float32)
+  if fresh or not score:
+    from_state_BT = jnp.zeros((b, t), jnp.float32)
+  else:
+    lse0_B = jax.nn.logsumexp(state.logits_BV, axis=-1)
+    from_state_BT = state.logits_BV[rows_B1, tokens_BT] - lse0_B[:, None]
+  logprob_BT = jnp.where(prev_BT >= 0, in_chunk_BT, from_state_BT)
+  return jnp.where(mask_BT & score, logprob_BT, 0.0)
+
+
 def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
            tokens_BT: jax.Array, mask_BT: jax.Array, start: jax.Array | int,
            merge_first: bool = False, fresh: bool = False,
@@ -77,47 +129,21 @@ def extend(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState,
   correction chunk, whose log-probs a rollout never uses).
   """
   b, t = tokens_BT.shape
-  s = state.num_slots
   tokens_BT = tokens_BT.astype(jnp.int32)
   mask_BT = mask_BT.astype(bool)
   if merge_first:
     mask_BT = mask_BT.at[:, 0].set(mask_BT[:, 0] & (tokens_BT[:, 0] != state.last_token_B))
 
-  valid_BS = jax.lax.dynamic_update_slice(state.valid_BS, mask_BT, (0, start))
-  positions_BT = state.next_pos_B[:, None] + jnp.cumsum(mask_BT, axis=1) - 1
-  positions_BT = jnp.maximum(positions_BT, 0).astype(jnp.int32)
-  slot_T = start + jnp.arange(t)
-  causal_TS = jnp.arange(s)[None, :] <= slot_T[:, None]
-  attn_mask_BTS = valid_BS[:, None, :] & causal_TS[None]
+  valid_BS, positions_BT, attn_mask_BTS = _attention_inputs(state, mask_BT, start)
   model = nnx.merge(graphdef, params)
   unstacked = {} if layers is None else {'layers': layers}
   h_BTD, cache = model.hidden(tokens_BT, positions_BT, attn_mask_BTS, state.cache, start,
                               **unstacked)
-
-  # Each new token's log-prob comes from the logits of the valid token before it.
-  # Score from the source side: position i predicts the first valid token after
-  # it, so only B x chunk x V logits exist at a time (token_stats).
-  pos_T = jnp.arange(t)
-  idx_BT = jnp.where(mask_BT, pos_T[None, :], -1)
+  idx_BT = jnp.where(mask_BT, jnp.arange(t)[None, :], -1)
   last_upto_BT = jax.lax.cummax(idx_BT, axis=1)          # last valid index <= j
-  prev_BT = jnp.pad(last_upto_BT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
-  rows_B1 = jnp.arange(b)[:, None]
-  if t > 1 and score:
-    first_from_BT = jax.lax.cummin(jnp.where(mask_BT, pos_T[None, :], t), axis=1,
-                                   reverse=True)
-    next_BT = jnp.pad(first_from_BT[:, 1:], ((0, 0), (0, 1)), constant_values=t)
-    target_BT = tokens_BT[rows_B1, jnp.minimum(next_BT, t - 1)]
-    source_lp_BT = token_stats(model, h_BTD, target_BT, max_logits=max_logits)['logp']
-    in_chunk_BT = source_lp_BT[rows_B1, jnp.maximum(prev_BT, 0)]
-  else:  # a decode step: its one token is scored from state.logits_BV below
-    in_chunk_BT = jnp.zeros((b, t), jnp.float32)
-  if fresh or not score:
-    from_state_BT = jnp.zeros((b, t), jnp.float32)
-  else:
-    lse0_B = jax.nn.logsumexp(state.logits_BV, axis=-1)
-    from_state_BT = state.logits_BV[rows_B1, tokens_BT] - lse0_B[:, None]
-  logprob_BT = jnp.where(prev_BT >= 0, in_chunk_BT, from_state_BT)
-  logprob_BT = jnp.where(mask_BT & score, logprob_BT, 0.0)
+  logprob_BT = _new_token_logprobs(model, state, h_BTD, tokens_BT, mask_BT,
+                                   last_upto_BT, fresh=fresh, score=score,
+                                   max_logits=max_logits)
 
   last_B = last_upto_BT[:, -1]
   any_B = last_B >= 0
