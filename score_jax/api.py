@@ -24,6 +24,7 @@ from flax import nnx
 
 from score_jax import config as config_lib
 from score_jax.config import ConfigError
+from score_jax.data import tasks
 from score_jax.data.function_task import PAPER_CORRECTION_INSTRUCTION, FunctionTask
 from score_jax.models import checkpoints as model_ckpt
 from score_jax.models.checkpoints.pretrained import config_from_checkpoint
@@ -32,7 +33,6 @@ from score_jax.models.factory import create_model
 from score_jax.training import trainer
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
-from score_jax.training.experiment import _reindexed as reindexed  # pylint: disable=protected-access
 
 
 def load_config(path: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -121,7 +121,7 @@ def sample(exp: Experiment, params: nnx.State, examples: Sequence[Any] | None = 
   training rollout's rows (data.batch_size x train.samples_per_prompt), so the
   sampler compiled for training is reused.
   """
-  examples = reindexed(exp.task.load_examples(split) if examples is None else examples)
+  examples = tasks.reindex(exp.task.load_examples(split) if examples is None else examples)
   sample_params = exp.for_sampling(params)
   key, out = jax.random.key(seed), []
   rows = batch_size or exp.cfg.data.batch_size * exp.cfg.train.samples_per_prompt

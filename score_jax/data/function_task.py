@@ -29,14 +29,6 @@ class Problem:
   value: Any
 
 
-def strip_turn_end(text: str) -> str:
-  """`text` without surrounding whitespace and one trailing `<end_of_turn>`."""
-  text = text.strip()
-  if text.endswith(tokenizer_lib.END_OF_TURN):
-    text = text[:-len(tokenizer_lib.END_OF_TURN)].strip()
-  return text
-
-
 @dataclasses.dataclass(frozen=True)
 class FunctionTask(tasks.Task):
   """A Task whose prompt and reward are user functions of the user's own problems.
@@ -80,11 +72,11 @@ class FunctionTask(tasks.Task):
     return self.prompt_fn(example.value)
 
   def extract_answer(self, text: str) -> str | None:
-    text = strip_turn_end(text)
+    text = tokenizer_lib.strip_turn_end(text)
     return self.answer_fn(text) if self.answer_fn is not None else text
 
   def reward(self, example: Problem, response: str) -> float:
-    return float(self.reward_fn(example.value, strip_turn_end(response)))
+    return float(self.reward_fn(example.value, tokenizer_lib.strip_turn_end(response)))
 
   def tokenizer_corpus(self) -> list[str]:
     """Chat transcripts of every problem, for a tokenizer trained from scratch.

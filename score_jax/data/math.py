@@ -114,10 +114,6 @@ def load_math(path: str | os.PathLike[str]) -> list[MathExample]:
           in enumerate(_records(pathlib.Path(path)))]
 
 
-def reindex(examples: Sequence[MathExample]) -> list[MathExample]:
-  return [dataclasses.replace(e, index=i) for i, e in enumerate(examples)]
-
-
 def split_by_ids(examples: Sequence[MathExample], unique_ids: set[str],
                  source: str) -> tuple[list[MathExample], list[MathExample]]:
   """(examples whose unique_id is in `unique_ids`, the others), reindexed.
@@ -132,7 +128,7 @@ def split_by_ids(examples: Sequence[MathExample], unique_ids: set[str],
                      f'the {len(examples)} problems, e.g. {missing[:3]}')
   inside = [e for e in examples if e.unique_id in unique_ids]
   outside = [e for e in examples if e.unique_id not in unique_ids]
-  return reindex(inside), reindex(outside)
+  return tasks.reindex(inside), tasks.reindex(outside)
 
 
 def load_paper_math_splits(
@@ -154,7 +150,7 @@ def load_paper_math_splits(
   test = load_math(math_dir / 'test.jsonl')
   _, test_rest = split_by_ids(test, {e.unique_id for e in math500},
                               str(math_dir / 'math500.jsonl'))
-  return reindex(load_math(math_dir / 'train.jsonl') + test_rest), math500
+  return tasks.reindex(load_math(math_dir / 'train.jsonl') + test_rest), math500
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,6 @@ from score_jax.data import tasks
 from score_jax.data import tokenizer as tokenizer_lib
 
 DEFAULT_CORRECTION_INSTRUCTION = 'Check and correct.'
-_DIGITS_RE = re.compile(r'[0-9]+')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +123,9 @@ def base_sft_examples(
   return single, double
 
 
+_DIGITS_RE = re.compile(r'[0-9]+')  # An answer: ASCII digits only.
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticArithmeticTask(tasks.Task):
   """n-digit addition with an exact-match reward.
@@ -155,9 +157,7 @@ class SyntheticArithmeticTask(tasks.Task):
 
   def extract_answer(self, text: str) -> str | None:
     """The stripped response if it is all digits, else None."""
-    text = text.strip()
-    if text.endswith(tokenizer_lib.END_OF_TURN):
-      text = text[:-len(tokenizer_lib.END_OF_TURN)].strip()
+    text = tokenizer_lib.strip_turn_end(text)
     return text if _DIGITS_RE.fullmatch(text) else None
 
   def reward(self, example: ArithmeticExample, response: str) -> float:

@@ -9,6 +9,7 @@ by name with `make_task('math', data_dir=...)`.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 from typing import Any, Sequence
 
@@ -69,6 +70,17 @@ def check_same_length(examples: Sequence[Any], responses: Sequence[str]):
   if len(examples) != len(responses):
     raise ValueError(f'rewards: got {len(examples)} examples but '
                      f'{len(responses)} responses; expected one per example')
+
+
+def reindex(examples: Sequence[Any]) -> list[Any]:
+  """`examples` with each `index` set to its position (dataclasses.replace).
+
+  Pipelines carry `index` and the host looks examples up by it, so a filtered,
+  concatenated or user-given list must be reindexed first.
+  """
+  if all(getattr(e, 'index', i) == i for i, e in enumerate(examples)):
+    return list(examples)
+  return [dataclasses.replace(e, index=i) for i, e in enumerate(examples)]
 
 
 def task_names() -> tuple[str, ...]:

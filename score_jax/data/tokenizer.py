@@ -23,11 +23,22 @@ _MODEL_HEADER = f'{START_OF_TURN}model\n'
 _TURN_FOOTER = f'{END_OF_TURN}\n'
 
 
+def strip_turn_end(text: str) -> str:
+  """`text` without surrounding whitespace and one trailing `<end_of_turn>`."""
+  text = text.strip()
+  if text.endswith(END_OF_TURN):
+    text = text[:-len(END_OF_TURN)].strip()
+  return text
+
+
 class Tokenizer:
   """A SentencePiece model plus the ids and chat helpers the trainer needs.
 
   Attributes:
     source: where the model came from (a path, or '<bytes>'); named in errors.
+    vocab_size: the number of pieces.
+    pad_id, bos_id, eos_id, unk_id: the model's special ids (-1: none).
+    start_of_turn_id, end_of_turn_id: the chat turn markers' ids.
   """
 
   def __init__(self, model: str | os.PathLike[str] | bytes):
@@ -55,6 +66,9 @@ class Tokenizer:
     except Exception as e:  # sentencepiece raises bare RuntimeError/OSError.
       raise ValueError(
           f'{self.source}: not a SentencePiece model ({e})') from e
+    self.vocab_size = self._sp.GetPieceSize()
+    self.pad_id, self.bos_id = self._sp.pad_id(), self._sp.bos_id()
+    self.eos_id, self.unk_id = self._sp.eos_id(), self._sp.unk_id()
     self.start_of_turn_id = self._special_id(START_OF_TURN)
     self.end_of_turn_id = self._special_id(END_OF_TURN)
     for name, value in (('pad', self.pad_id), ('bos', self.bos_id),
@@ -75,26 +89,6 @@ class Tokenizer:
   def serialized_proto(self) -> bytes:
     """The model as bytes (to embed in a checkpoint or config)."""
     return self._proto
-
-  @property
-  def vocab_size(self) -> int:
-    return self._sp.GetPieceSize()
-
-  @property
-  def pad_id(self) -> int:
-    return self._sp.pad_id()
-
-  @property
-  def bos_id(self) -> int:
-    return self._sp.bos_id()
-
-  @property
-  def eos_id(self) -> int:
-    return self._sp.eos_id()
-
-  @property
-  def unk_id(self) -> int:
-    return self._sp.unk_id()
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]:
     """Token ids of `text`; `<start_of_turn>`/`<end_of_turn>` stay atomic."""

@@ -26,7 +26,7 @@ from flax import struct
 from score_jax.models.config import AttentionType, ModelConfig
 from score_jax.models.gemma4_layers import KINDS, Block4, ScaleNorm, layer_dims
 from score_jax.models.layers import Embedder, _fan_in_init, _param
-from score_jax.models.transformer import REMAT_POLICIES, Transformer
+from score_jax.models.transformer import REMAT_POLICIES, Transformer, stacked_blocks
 
 
 @struct.dataclass
@@ -62,18 +62,6 @@ def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) ->
                      pos_BS=jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
-def _stacked(cfg: ModelConfig, kind: str, n: int, rngs: nnx.Rngs) -> Block4:
-  """A Block4 whose every parameter has a leading axis of size n (logical 'layers')."""
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: Block4(cfg, kind, rngs=nnx.Rngs(0))))
-  keys_n = jax.random.split(rngs.params(), n)
-  state = jax.vmap(lambda k: nnx.state(Block4(cfg, kind, rngs=nnx.Rngs(params=k))))(keys_n)
-  block = nnx.merge(graphdef, state)
-  for _, var in nnx.iter_graph(block):
-    if isinstance(var, nnx.Variable):
-      var.set_metadata(logical_axes=('layers',) + tuple(var.get_metadata()['logical_axes']))
-  return block
-
-
 class Gemma4Transformer(nnx.Module):
   """Gemma 4 causal LM. Parameters: embedder, [per-layer embedding], one stack per
   layer kind (layers_local, layers_global, ...), final_norm."""
@@ -99,7 +87,8 @@ class Gemma4Transformer(nnx.Module):
     kinds = layer_kinds(cfg)
     for kind in KINDS:
       if kind in kinds:
-        setattr(self, f'layers_{kind}', _stacked(cfg, kind, kinds.count(kind), rngs))
+        setattr(self, f'layers_{kind}', stacked_blocks(
+            lambda r, kind=kind: Block4(cfg, kind, rngs=r), kinds.count(kind), rngs))
     self.final_norm = ScaleNorm(cfg.embed_dim, 'embed', cfg, rngs=rngs)
 
   # Same head and entry point as Gemma 1-3: soft-capped tied logits of hidden().

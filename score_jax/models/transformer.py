@@ -86,11 +86,13 @@ class Block(nnx.Module):
     return x_BTD + h_BTD, kv
 
 
-def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
-  """A Block whose every parameter has a leading axis of size L (logical 'layers')."""
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: Block(cfg, rngs=nnx.Rngs(0))))
-  keys_L = jax.random.split(rngs.params(), cfg.num_layers)
-  state = jax.vmap(lambda k: nnx.state(Block(cfg, rngs=nnx.Rngs(params=k))))(keys_L)
+def stacked_blocks(make_block: Callable[[nnx.Rngs], nnx.Module], n: int,
+                   rngs: nnx.Rngs) -> nnx.Module:
+  """make_block(rngs) n times as one module whose every parameter has a leading
+  axis of size n (logical 'layers'), each slice initialised from its own key."""
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_block(nnx.Rngs(0))))
+  keys_n = jax.random.split(rngs.params(), n)
+  state = jax.vmap(lambda k: nnx.state(make_block(nnx.Rngs(params=k))))(keys_n)
   block = nnx.merge(graphdef, state)
   for _, var in nnx.iter_graph(block):
     if isinstance(var, nnx.Variable):
@@ -107,7 +109,7 @@ class Transformer(nnx.Module):
                        + ', '.join(sorted(REMAT_POLICIES)))
     self.cfg = cfg
     self.embedder = Embedder(cfg, rngs=rngs)
-    self.layers = _stacked_blocks(cfg, rngs)
+    self.layers = stacked_blocks(lambda r: Block(cfg, rngs=r), cfg.num_layers, rngs)
     self.final_norm = RMSNorm(cfg.embed_dim, 'embed', cfg, rngs=rngs)
 
   def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array,
