@@ -59,9 +59,10 @@ def get_config():
   c.eval.batch_size = 250
   c.eval.temperatures = (0.0, 1.0)
 
-  # base_sft, the supervised phase that makes the base model (cached under workdir/base-<hash>): SFT
-  # until greedy Acc@t1 on `holdout` training problems reaches target_acc_t1, so
-  # every seed starts RL from a base that is often wrong at t1 (the study's ~0.45).
+  # base_sft, the supervised phase that makes the base model (cached under
+  # workdir/base-<hash>): SFT until greedy Acc@t1 on `holdout` training problems
+  # reaches target_acc_t1, so every seed starts RL from a base that is often wrong
+  # at t1 (the study's ~0.45).
   c.base_sft = ml_collections.ConfigDict()
   c.base_sft.learning_rate = 3e-3
   c.base_sft.warmup_steps = 50

@@ -2,10 +2,10 @@
 
 Modules: experiment (Experiment: what a run is built from), trainer
 (train_score, train_sft), step, state, checkpoint, resume, sharding,
-base_model, base_sft, baselines, study (methods over seeds: launch/compare.py,
-launch/dpo.py), report, logging, preemption. Importing the
+base_model, base_sft, baselines, study (methods over seeds: launch/compare.py;
+preference.study builds on it), report, logging, preemption. Importing the
 package imports none of them; the library's verbs are in score_jax itself.
 """
 
-__all__ = ['base_model', 'base_sft', 'baselines', 'checkpoint', 'experiment', 'logging', 'preemption',
-           'report', 'resume', 'sharding', 'state', 'step', 'study', 'trainer']
+__all__ = ['base_model', 'base_sft', 'baselines', 'checkpoint', 'experiment', 'logging',
+           'preemption', 'report', 'resume', 'sharding', 'state', 'step', 'study', 'trainer']

@@ -2,8 +2,8 @@
 
 A study runs several methods on several seeds (each seed its own base model)
 and reports a markdown table plus the per-seed results as JSON. launch/compare.py
-(SCoRe vs baselines and ablations) and launch/dpo.py (preference tuning) parse
-flags and call this module:
+(SCoRe vs baselines and ablations) parses flags and calls this module;
+launch/dpo.py calls score_jax.preference.study, which builds on it:
 
   per_seed, text = study.run_seeds(seeds, run_one, table, out)
 
