@@ -34,6 +34,7 @@ import optax  # pylint: disable=g-import-not-at-top
 from flax import nnx  # pylint: disable=g-import-not-at-top
 
 from score_jax import losses  # pylint: disable=g-import-not-at-top
+from score_jax.batches import ScoreBatch  # pylint: disable=g-import-not-at-top
 from score_jax.models import Transformer, get_preset  # pylint: disable=g-import-not-at-top
 from score_jax.models.transformer import MAX_LOGITS  # pylint: disable=g-import-not-at-top
 from score_jax.sampling import decode  # pylint: disable=g-import-not-at-top
@@ -78,9 +79,8 @@ def step_temp(cfg, max_logits: int) -> float:
     updates, _ = tx.update(grads, tx.init(params), params)
     return optax.apply_updates(params, updates)
 
-  batch = {'tokens': jax.ShapeDtypeStruct((b, t), jnp.int32),
-           **{k: jax.ShapeDtypeStruct((b, t), jnp.bool_) for k in ('valid', 'y1_mask', 'y2_mask')},
-           **{k: jax.ShapeDtypeStruct((b,), jnp.float32) for k in ('r1', 'r2')}}
+  mask, reward = jax.ShapeDtypeStruct((b, t), jnp.bool_), jax.ShapeDtypeStruct((b,), jnp.float32)
+  batch = ScoreBatch(jax.ShapeDtypeStruct((b, t), jnp.int32), mask, mask, mask, reward, reward)
   return _gib(jax.jit(step).lower(params, params, batch).compile())
 
 

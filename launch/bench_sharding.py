@@ -124,6 +124,7 @@ def bench_case(preset: str, strategy_name: str) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from score_jax import losses  # pylint: disable=g-import-not-at-top
+  from score_jax.batches import ScoreBatch  # pylint: disable=g-import-not-at-top
   from score_jax.models import Transformer, get_preset  # pylint: disable=g-import-not-at-top
   from score_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
   from score_jax.training import sharding as sh  # pylint: disable=g-import-not-at-top
@@ -150,13 +151,13 @@ def bench_case(preset: str, strategy_name: str) -> dict:
   shardings = state_lib.state_shardings(abstract, tx, mesh, strategy.rules)
   rng = np.random.RandomState(0)
   pos = np.arange(t)[None, :]
-  host_batch = {
-      'tokens': rng.randint(1, cfg.vocab_size, (b, t)).astype(np.int32),
-      'valid': np.ones((b, t), bool),
-      'y1_mask': np.broadcast_to((pos >= p) & (pos < p + m), (b, t)),
-      'y2_mask': np.broadcast_to(pos >= p + m + c, (b, t)),
-      'r1': rng.randint(0, 2, b).astype(np.float32),
-      'r2': rng.randint(0, 2, b).astype(np.float32)}
+  host_batch = ScoreBatch(
+      tokens_BT=rng.randint(1, cfg.vocab_size, (b, t)).astype(np.int32),
+      valid_BT=np.ones((b, t), bool),
+      y1_mask_BT=np.broadcast_to((pos >= p) & (pos < p + m), (b, t)),
+      y2_mask_BT=np.broadcast_to(pos >= p + m + c, (b, t)),
+      r1_B=rng.randint(0, 2, b).astype(np.float32),
+      r2_B=rng.randint(0, 2, b).astype(np.float32))
   batch = sh.host_local_batch_to_global(host_batch, mesh, strategy.rules)
   act = (sh.activation_sharding(mesh, strategy.rules, (b, t, cfg.embed_dim))
          if CONSTRAIN.value else None)

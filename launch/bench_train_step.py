@@ -44,7 +44,7 @@ def main(argv):
   _, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
   layout = [int(x) for x in _LAYOUT.value]
   batch = peers.make_batch(_B.value, layout, cfg.vocab_size)
-  n_tok = batch['tokens'].size
+  n_tok = batch.tokens_BT.size
   rows = {}
   for name, r_len in (('ours', layout[1] + layout[3]), ('ours_all_positions', None)):
     med, times, copies = peers.time_stage2_step(cfg, params, batch, r_len, _REPEATS.value)
@@ -54,9 +54,9 @@ def main(argv):
     print(f'{name:20s} {n_tok / med:8.1f} tok/s (steps {", ".join(f"{t:.2f}" for t in times)}'
           f' s); weight-sized copies in its HLO: {len(copies)}', flush=True)
   if _TORCH.value:
-    step = peers.torch_stage2_step(peers.hf_model(cfg, params), batch['tokens'],
-                                   batch['y1_mask'], batch['y2_mask'], batch['r1'],
-                                   batch['r2'], peers.STAGE2_BETA, peers.STAGE2_ALPHA)
+    step = peers.torch_stage2_step(peers.hf_model(cfg, params), batch.tokens_BT,
+                                   batch.y1_mask_BT, batch.y2_mask_BT, batch.r1_B,
+                                   batch.r2_B, peers.STAGE2_BETA, peers.STAGE2_ALPHA)
     med, times = peers.best_of(step, _REPEATS.value)
     rows['torch'] = dict(tok_s=n_tok / med, tok_s_all=[n_tok / t for t in times])
     print(f'{"torch":20s} {n_tok / med:8.1f} tok/s (steps '

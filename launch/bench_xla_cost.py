@@ -37,6 +37,7 @@ from flax import nnx  # pylint: disable=g-import-not-at-top
 
 import peers  # pylint: disable=g-import-not-at-top
 from score_jax import hlo, losses  # pylint: disable=g-import-not-at-top
+from score_jax.batches import ScoreBatch  # pylint: disable=g-import-not-at-top
 from score_jax.models import Transformer, get_preset  # pylint: disable=g-import-not-at-top
 from score_jax.sampling import decode as dec  # pylint: disable=g-import-not-at-top
 from score_jax.sampling import rules  # pylint: disable=g-import-not-at-top
@@ -82,9 +83,8 @@ def train_step_cost(cfg, b: int, t: int, r: int) -> dict:
   state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
                      opt_state=jax.eval_shape(tx.init, params),
                      rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
-  batch = {'tokens': jax.ShapeDtypeStruct((b, t), jnp.int32)}
-  batch |= {k: jax.ShapeDtypeStruct((b, t), bool) for k in ('valid', 'y1_mask', 'y2_mask')}
-  batch |= {k: jax.ShapeDtypeStruct((b,), jnp.float32) for k in ('r1', 'r2')}
+  mask, reward = jax.ShapeDtypeStruct((b, t), bool), jax.ShapeDtypeStruct((b,), jnp.float32)
+  batch = ScoreBatch(jax.ShapeDtypeStruct((b, t), jnp.int32), mask, mask, mask, reward, reward)
   # train_step's body with all logits in one slice: XLA's cost analysis counts a
   # while loop's body once, so neither the layers nor the logit slices may loop.
   loss_fn = functools.partial(step_lib.score_loss, graphdef=graphdef, loss_cfg=loss_cfg,

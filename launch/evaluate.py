@@ -20,7 +20,7 @@ from score_jax.training import state as state_lib
 from score_jax.training.base_model import load_or_train_base
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
-from score_jax.training.trainer import trainable
+from score_jax.training.build import trainable
 
 PARAMS = flags.DEFINE_enum('params', 'base', ['base', 'latest', 'best'], 'Which weights.')
 OUT = flags.DEFINE_string('out', '', 'Write the metrics as JSON here.')

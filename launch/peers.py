@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from score_jax import hlo, losses
+from score_jax.batches import ScoreBatch
 from score_jax.models import Transformer, hf_convert
 from score_jax.models.config import ModelConfig
 from score_jax.training import step as step_lib
@@ -161,12 +162,12 @@ def make_batch(b: int, layout: list[int], vocab: int) -> dict:
   t = p + m1 + c + m2
   rng = np.random.default_rng(0)
   pos = np.arange(t)[None, :]
-  return {'tokens': rng.integers(3, vocab, (b, t)).astype(np.int32),
-          'valid': np.ones((b, t), bool),
-          'y1_mask': np.broadcast_to((pos >= p) & (pos < p + m1), (b, t)).copy(),
-          'y2_mask': np.broadcast_to(pos >= p + m1 + c, (b, t)).copy(),
-          'r1': rng.integers(0, 2, b).astype(np.float32),
-          'r2': rng.integers(0, 2, b).astype(np.float32)}
+  return ScoreBatch(tokens_BT=rng.integers(3, vocab, (b, t)).astype(np.int32),
+                    valid_BT=np.ones((b, t), bool),
+                    y1_mask_BT=np.broadcast_to((pos >= p) & (pos < p + m1), (b, t)).copy(),
+                    y2_mask_BT=np.broadcast_to(pos >= p + m1 + c, (b, t)).copy(),
+                    r1_B=rng.integers(0, 2, b).astype(np.float32),
+                    r2_B=rng.integers(0, 2, b).astype(np.float32))
 
 
 def time_stage2_step(cfg, params, batch, response_len, repeats):

@@ -12,6 +12,11 @@ The public API (see README, "Use it as a library"):
   load_trained(exp)                 a train() checkpoint's params, no optimizer
   save_params / load_params         params to and from an Orbax directory
 
+The loop's own parts, for a user who assembles a run by hand:
+  TwoAttempts, Attempts             sampler + correction turn + reward -> scored attempts
+  PromptBatch, ScoreBatch, SftBatch, PairBatch   the typed batches (pytrees)
+  ScoreParts, LoopConfig, run_loop  the SCoRe loop on explicit parts (training/loop.py)
+
 Names resolve on first use, so `import score_jax` does not import JAX.
 """
 from __future__ import annotations
@@ -33,7 +38,15 @@ _EXPORTS = {
     'FunctionTask': 'score_jax.data.function_task',
     'ModelConfig': 'score_jax.models.config', 'get_preset': 'score_jax.models.config',
     'Sampler': 'score_jax.sampling.rollout', 'SamplingConfig': 'score_jax.sampling.config',
+    'TwoAttempts': 'score_jax.training.attempts', 'Attempts': 'score_jax.training.attempts',
+    'PromptBatch': 'score_jax.batches', 'ScoreBatch': 'score_jax.batches',
+    'SftBatch': 'score_jax.batches', 'PairBatch': 'score_jax.batches',
+    'ScoreParts': 'score_jax.training.loop', 'LoopConfig': 'score_jax.training.loop',
+    'run_loop': 'score_jax.training.loop',
 }
+
+# public name -> its name in the defining module, where they differ
+_ALIASES = {'run_loop': 'run'}
 
 __all__ = sorted(_EXPORTS) + ['__version__']
 
@@ -46,13 +59,18 @@ if TYPE_CHECKING:
   from score_jax.sampling.config import SamplingConfig
   from score_jax.sampling.rollout import Sampler
   from score_jax.training.experiment import Experiment
+  from score_jax.batches import PairBatch, PromptBatch, ScoreBatch, SftBatch
+  from score_jax.training.attempts import Attempts, TwoAttempts
+  from score_jax.training.loop import LoopConfig, ScoreParts
+  from score_jax.training.loop import run as run_loop
   from score_jax.training.trainer import ScoreResult
 
 
 def __getattr__(name: str):
   if name not in _EXPORTS:
     raise AttributeError(f'module score_jax has no attribute {name!r}')
-  value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  module = importlib.import_module(_EXPORTS[name])
+  value = getattr(module, _ALIASES.get(name, name))
   globals()[name] = value   # resolved once
   return value
 

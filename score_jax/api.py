@@ -30,7 +30,7 @@ from score_jax.models import checkpoints as model_ckpt
 from score_jax.models.checkpoints.pretrained import config_from_checkpoint
 from score_jax.models.config import PRESETS, ModelConfig, get_preset
 from score_jax.models.factory import create_model
-from score_jax.training import trainer
+from score_jax.training import build, trainer
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
 
@@ -126,13 +126,13 @@ def sample(exp: Experiment, params: nnx.State, examples: Sequence[Any] | None = 
   key, out = jax.random.key(seed), []
   rows = batch_size or exp.cfg.data.batch_size * exp.cfg.train.samples_per_prompt
   batches = exp.pipeline(examples, rows, seed=seed, train=False)
-  dec = lambda ids: exp.prompt_format.response_text(exp.tokenizer.decode(ids))
-  for i, batch in enumerate(batches):
-    ro = exp.rollout(sample_params, batch, examples, jax.random.fold_in(key, i),
-                     temperature=temperature)
-    for row in np.flatnonzero(ro.rows):
-      out.append(TwoTurns(examples[int(batch['index'][row])], dec(ro.y1_ids[row]),
-                          dec(ro.y2_ids[row]), float(ro.r1[row]), float(ro.r2[row])))
+  attempts = exp.two_attempts(temperature)
+  for i, prompts in enumerate(batches):
+    at = attempts(sample_params, prompts, examples, jax.random.fold_in(key, i))
+    for row in np.flatnonzero(at.real_B):
+      out.append(TwoTurns(examples[int(prompts.index_B[row])], attempts.decode(at.y1_ids[row]),
+                          attempts.decode(at.y2_ids[row]), float(at.r1_B[row]),
+                          float(at.r2_B[row])))
   return out
 
 
@@ -175,7 +175,7 @@ def load_trained(exp: Experiment, base: nnx.State | None = None, *,
     if base is None:
       raise ValueError("load_trained: config.lora is on; pass base= (the adapters' base)")
     base = jax.device_put(base, exp.param_shardings(base))
-    shapes, policy, _ = trainer.trainable(exp.cfg, base, base)   # adapters, merge
+    shapes, policy, _ = build.trainable(exp.cfg, base, base)   # adapters, merge
   else:
     shapes, policy = nnx.eval_shape(lambda: exp.init_params(0)), lambda p: p
   # The restored arrays take the run's layout (the trainer's, for the adapters too).

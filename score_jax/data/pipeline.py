@@ -1,11 +1,11 @@
 """Grain pipelines of first-turn prompts: shard, shuffle, tokenise, batch.
 
-Each batch is a dict of numpy arrays:
-  prompt_ids:  int32[B, P]  the prompt in the task's format (chat or few-shot),
-                            RIGHT-padded with pad_id;
-  prompt_mask: bool[B, P]   True on real tokens;
-  index:       int32[B]     `example.index` (the host looks the example up to
-                            compute rewards); -1 marks a padding row.
+Each batch is a batches.PromptBatch of numpy arrays:
+  ids_BP:   int32  the prompt in the task's format (chat or few-shot),
+                   RIGHT-padded with pad_id;
+  mask_BP:  bool   True on real tokens;
+  index_B:  int32  `example.index` (the host looks the example up to compute
+                   rewards); -1 marks a padding row.
 P is the smallest bucket that holds the batch's longest prompt, so a jitted
 sampler compiles once per bucket. Prompts longer than the largest bucket are
 dropped or truncated, and counted.
@@ -28,6 +28,7 @@ import numpy as np
 from score_jax.data import prompt_format as prompt_format_lib
 from score_jax.data import tasks
 from score_jax.data import tokenizer as tokenizer_lib
+from score_jax.batches import PromptBatch
 
 PAD_INDEX = -1
 _OVERLONG_MODES = ('drop', 'truncate')
@@ -101,7 +102,7 @@ def tokenize_prompts(
 
 
 def collate(items: Sequence[tuple[int, np.ndarray]], batch_size: int,
-            buckets: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
+            buckets: Sequence[int], pad_id: int) -> PromptBatch:
   """Pads `items` to [batch_size, bucket]; missing rows get index -1."""
   longest = max(len(ids) for _, ids in items)
   bucket = buckets[bisect.bisect_left(buckets, longest)]
@@ -114,8 +115,7 @@ def collate(items: Sequence[tuple[int, np.ndarray]], batch_size: int,
     prompt_ids_BP[row, :len(ids)] = ids
     prompt_mask_BP[row, :len(ids)] = True
     index_B[row] = index
-  return {'prompt_ids': prompt_ids_BP, 'prompt_mask': prompt_mask_BP,
-          'index': index_B}
+  return PromptBatch(ids_BP=prompt_ids_BP, mask_BP=prompt_mask_BP, index_B=index_B)
 
 
 def _checked_buckets(batch_size: int,

@@ -1,9 +1,8 @@
 """Preference pairs for DPO: from a JSONL file, or built online from the policy's samples.
 
-A DPO batch (the `dpo` train step's input) holds P pairs as 2P packed rows:
-  tokens, valid, response_mask (2P, T): rows 0..P-1 chosen, P..2P-1 rejected;
-  weight (2P,) float32: the pair's weight, repeated on both halves (0 drops it).
-response_mask marks the tokens whose log-probs make the sequence log-prob: the
+A DPO batch (batches.PairBatch, the `dpo` train step's input) holds P pairs as
+2P packed rows: rows 0..P-1 chosen, P..2P-1 rejected; weight_B is the pair's
+weight, repeated on both halves (0 drops it). response_mask_BT marks the tokens whose log-probs make the sequence log-prob: the
 response (offline pairs), or both attempts y1 and y2 (online two-turn pairs).
 """
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from score_jax.data import records
+from score_jax.batches import PairBatch, ScoreBatch
 
 FIELDS = ('prompt', 'chosen', 'rejected')
 
@@ -53,13 +53,13 @@ def load_pairs(path: str | pathlib.Path) -> list[PreferencePair]:
 
 
 def dpo_batch(tokens_BT, valid_BT, response_mask_BT, chosen_P, rejected_P,
-              weight_P) -> dict[str, np.ndarray]:
+              weight_P) -> PairBatch:
   """Rows chosen_P then rejected_P of packed traces, as a DPO batch."""
   rows = np.concatenate([np.asarray(chosen_P), np.asarray(rejected_P)])
   weight = np.asarray(weight_P, np.float32)
-  return {'tokens': np.asarray(tokens_BT)[rows], 'valid': np.asarray(valid_BT)[rows],
-          'response_mask': np.asarray(response_mask_BT)[rows],
-          'weight': np.concatenate([weight, weight])}
+  return PairBatch(tokens_BT=np.asarray(tokens_BT)[rows], valid_BT=np.asarray(valid_BT)[rows],
+                   response_mask_BT=np.asarray(response_mask_BT)[rows],
+                   weight_B=np.concatenate([weight, weight]))
 
 
 def best_worst(scores_B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,20 +79,19 @@ def best_worst(scores_B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np
   return chosen, rejected, weight
 
 
-def online_batch(train_batch: dict, scores_B: np.ndarray, k: int):
-  """DPO batch from a two-turn rollout's train batch: best vs worst of each prompt's k.
+def online_batch(rows: ScoreBatch, scores_B: np.ndarray, k: int):
+  """DPO batch from a two-turn rollout's score rows: best vs worst of each prompt's k.
 
   The response is both attempts (y1 and y2 tokens); the correction instruction
   between them is context, not scored. Also returns the chosen / rejected rows.
   """
   chosen, rejected, weight = best_worst(scores_B, k)
-  response = np.asarray(train_batch['y1_mask']) | np.asarray(train_batch['y2_mask'])
-  batch = dpo_batch(train_batch['tokens'], train_batch['valid'], response, chosen,
-                    rejected, weight)
+  response = np.asarray(rows.y1_mask_BT) | np.asarray(rows.y2_mask_BT)
+  batch = dpo_batch(rows.tokens_BT, rows.valid_BT, response, chosen, rejected, weight)
   return batch, chosen, rejected
 
 
-def pack_pairs(exp, pairs: Sequence[PreferencePair]) -> dict[str, np.ndarray]:
+def pack_pairs(exp, pairs: Sequence[PreferencePair]) -> PairBatch:
   """Offline pairs as one DPO batch of 2N single-attempt rows (loss on the response).
 
   `exp`: an Experiment (its tokenizer, prompt format and trace length).

@@ -16,13 +16,15 @@ from flax import nnx
 from score_jax import config as config_lib
 from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
-from score_jax.training.experiment import Experiment, finite_or_raise, to_global
-from score_jax.training.logging import MetricsWriter, progress
+from score_jax.batches import PairBatch
+from score_jax.training.experiment import Experiment, to_global
+from score_jax.training.metric_log import MetricsWriter, finite_or_raise, progress
 
 
-def pair_minibatches(batch: dict, pairs_per_step: int, seed: int) -> Iterator[dict]:
+def pair_minibatches(batch: PairBatch, pairs_per_step: int,
+                     seed: int) -> Iterator[PairBatch]:
   """Endless seeded DPO minibatches of `pairs_per_step` pairs from a packed DPO batch."""
-  n = len(batch['weight']) // 2
+  n = len(batch.weight_B) // 2
   if n < pairs_per_step:
     raise ValueError(f'DPO data has {n} pairs; fewer than pairs_per_step={pairs_per_step}')
   rng = np.random.default_rng(seed)
@@ -30,10 +32,11 @@ def pair_minibatches(batch: dict, pairs_per_step: int, seed: int) -> Iterator[di
     order = rng.permutation(n)
     for i in range(0, n - pairs_per_step + 1, pairs_per_step):
       rows = np.concatenate([order[i:i + pairs_per_step], n + order[i:i + pairs_per_step]])
-      yield {k: np.asarray(v)[rows] for k, v in batch.items()}
+      yield jax.tree.map(lambda v, rows=rows: np.asarray(v)[rows], batch)
 
 
-def train_pairs(exp: Experiment, params: nnx.State, ref_params: nnx.State, batch: dict, *,
+def train_pairs(exp: Experiment, params: nnx.State, ref_params: nnx.State,
+                batch: PairBatch, *,
                 steps: int, pairs_per_step: int, seed: int = 0,
                 phase: str = 'dpo_pairs') -> nnx.State:
   """`steps` DPO updates of `params` on the pairs of `batch` (preference.data.pack_pairs)."""

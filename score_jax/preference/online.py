@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from score_jax import config as config_lib
+from score_jax.batches import PairBatch, PromptBatch
 from score_jax.preference import data as data_lib
 from score_jax.preference import judge as judge_lib
 from score_jax.preference import scorers as scorers_lib
+from score_jax.training.attempts import Attempts
 
 
 def make_judge(exp, params) -> judge_lib.Judge:
@@ -23,7 +25,7 @@ def make_judge(exp, params) -> judge_lib.Judge:
 
 
 class OnlinePairs:
-  """Scores a rollout's episodes and turns them into a DPO batch; judge = reference."""
+  """Scores each prompt's attempts and turns them into a DPO batch; judge = reference."""
 
   def __init__(self, exp, ref_params):
     self.loss_cfg = config_lib.dpo_config(exp.cfg)
@@ -31,13 +33,14 @@ class OnlinePairs:
     judge = make_judge(exp, ref_params) if name.startswith('judge') else None
     self.scorer = scorers_lib.make_scorer(name, exp, judge)
 
-  def batch(self, ro, batch: dict, examples, k: int) -> tuple[dict, dict]:
-    """(DPO batch, metrics) from a rollout of `batch`'s prompts, k samples each."""
-    index = np.repeat(np.asarray(batch['index']), k)
-    scores = np.asarray(self.scorer(ro, [examples[i] for i in index], k), np.float32)
-    oracle = ro.r1.astype(np.float32) + ro.r2.astype(np.float32)
-    dpo_batch, chosen, rejected = data_lib.online_batch(ro.train_batch(), scores, k)
-    w = dpo_batch['weight'][:len(chosen)]
+  def batch(self, attempts: Attempts, prompts: PromptBatch, examples,
+            k: int) -> tuple[PairBatch, dict]:
+    """(DPO batch, metrics) from the attempts at `prompts`, k samples each."""
+    index = np.repeat(np.asarray(prompts.index_B), k)
+    scores = np.asarray(self.scorer(attempts, [examples[i] for i in index], k), np.float32)
+    oracle = attempts.r1_B.astype(np.float32) + attempts.r2_B.astype(np.float32)
+    dpo_batch, chosen, rejected = data_lib.online_batch(attempts.score_batch(), scores, k)
+    w = dpo_batch.weight_B[:len(chosen)]
     kept = max(float(w.sum()), 1.0)
     stats = {'dpo/pairs_kept': float(w.mean()),
              'dpo/chosen_oracle': float((w * oracle[chosen]).sum() / kept),

@@ -58,9 +58,9 @@ def pair_accuracy(scores_B: np.ndarray, oracle_B: np.ndarray, k: int) -> dict[st
           'ties': float((ds[keep] == 0).mean())}
 
 
-def _texts(exp, ro):
+def _texts(exp, at):
   dec = lambda ids: exp.prompt_format.response_text(exp.tokenizer.decode(ids))
-  return [dec(y) for y in ro.y1_ids], [dec(y) for y in ro.y2_ids]
+  return [dec(y) for y in at.y1_ids], [dec(y) for y in at.y2_ids]
 
 
 def make_scorer(name: str, exp, judge=None) -> Scorer:
@@ -68,7 +68,7 @@ def make_scorer(name: str, exp, judge=None) -> Scorer:
   if name not in SCORERS:
     raise ValueError(f'config.dpo.scorer={name!r}; expected one of {SCORERS}')
   if name == 'oracle':
-    return lambda ro, examples, k: ro.r1.astype(np.float32) + ro.r2.astype(np.float32)
+    return lambda at, examples, k: at.r1_B.astype(np.float32) + at.r2_B.astype(np.float32)
   if name == 'confidence':
     def confidence(ro, examples, k):
       y1, y2 = _texts(exp, ro)

@@ -43,16 +43,16 @@ def _sample_train(exp: Experiment, params, num_problems: int, samples: int, seed
   key = jax.random.key(seed)
   pipe = exp.pipeline(examples, exp.cfg.data.batch_size, seed=seed, train=False)
   sample_params = exp.for_sampling(params)
-  for i, batch in enumerate(pipe):
-    ro = exp.rollout(sample_params, batch, examples, jax.random.fold_in(key, i),
-                     temperature=temperature, repeat=samples)
-    idx = np.repeat(np.asarray(batch['index']), samples)
-    keep = ro.rows
-    out['index'] += idx[keep].tolist()
-    out['r1'] += ro.r1[keep].tolist()
-    out['r2'] += ro.r2[keep].tolist()
-    out['y1'] += [y for y, k in zip(ro.y1_ids, keep) if k]
-    out['y2'] += [y for y, k in zip(ro.y2_ids, keep) if k]
+  attempts = exp.two_attempts(temperature)
+  for i, prompts in enumerate(pipe):
+    prompts = prompts.repeat(samples)
+    at = attempts(sample_params, prompts, examples, jax.random.fold_in(key, i))
+    keep = at.real_B
+    out['index'] += np.asarray(prompts.index_B)[keep].tolist()
+    out['r1'] += at.r1_B[keep].tolist()
+    out['r2'] += at.r2_B[keep].tolist()
+    out['y1'] += [y for y, k in zip(at.y1_ids, keep) if k]
+    out['y2'] += [y for y, k in zip(at.y2_ids, keep) if k]
   return questions, {k: (np.asarray(v) if k in ('index', 'r1', 'r2') else v)
                      for k, v in out.items()}
 

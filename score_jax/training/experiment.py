@@ -1,18 +1,17 @@
 """Builds what a run needs from its config: task, tokenizer, model, mesh, sampler.
 
-Also the two host-side operations every phase shares: rolling out two attempts
-and scoring them with the task's reward, and evaluating a policy on held-out
-problems with the paper's metrics.
+Also what every phase shares: two attempts scored by the task's reward
+(`two_attempts`, see attempts.py) and evaluating a policy on held-out problems
+with the paper's metrics.
 
 Several processes: each process samples and scores its own prompt rows, with a
 process-local copy of the weights (`for_sampling`) and its own random stream
-(`process_key`); evaluation gathers every process's rows before the metrics.
+(attempts.process_key); evaluation gathers every process's rows before the metrics.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax
@@ -29,29 +28,10 @@ from score_jax.data import tasks as tasks_lib
 from score_jax.data.pipeline import PromptPipeline
 from score_jax.data.tokenizer import Tokenizer, train_sentencepiece
 from score_jax.models import create_model, get_preset
-from score_jax.sampling import trace as trace_lib
 from score_jax.sampling.config import SamplingConfig
 from score_jax.sampling.rollout import Sampler
 from score_jax.training import sharding as sh
-
-
-@dataclasses.dataclass
-class Rollout:
-  """Two attempts for a batch of prompts, scored on the host."""
-  trace: trace_lib.CorrectionTrace
-  r1: np.ndarray            # (B,) float32
-  r2: np.ndarray
-  y1_ids: list[list[int]]
-  y2_ids: list[list[int]]
-  rows: np.ndarray          # (B,) bool: real rows (False: batch padding)
-  sample_s: float = 0.0     # wall time of the two-turn sampling
-  reward_s: float = 0.0     # wall time of the host-side rewards
-
-  def train_batch(self) -> dict[str, np.ndarray]:
-    t = self.trace
-    return {'tokens': np.asarray(t.tokens_BT), 'valid': np.asarray(t.valid_BT),
-            'y1_mask': np.asarray(t.y1_mask_BT), 'y2_mask': np.asarray(t.y2_mask_BT),
-            'r1': self.r1.astype(np.float32), 'r2': self.r2.astype(np.float32)}
+from score_jax.training.attempts import TwoAttempts
 
 
 def build_tokenizer(cfg: ml_collections.ConfigDict, task: tasks_lib.Task,
@@ -150,24 +130,8 @@ class Experiment:
     return sh.param_shardings(params, rules, self.mesh)
 
   def for_sampling(self, params):
-    """The sampler's copy of the weights.
-
-    One process: resharded to the strategy's sample_rules (no-op without them).
-    Several processes: every process gets the whole tree on its own devices (laid
-    out by the sample rules, see sharding.to_process_local), so the sampler's
-    jits run process-locally on that process's prompt rows. Global params would
-    not do: jit reads host numpy prompts as one global value, the same on every
-    process, while each process holds different rows.
-    """
-    rules = self.strategy.sample_rules or self.strategy.rules
-    if jax.process_count() == 1 and self.strategy.sample_rules is None:
-      return params
-    return sh.to_process_local(params, self.mesh, rules)
-
-  @staticmethod
-  def process_key(key: jax.Array) -> jax.Array:
-    """This process's sampling stream: key folded with the process index (if > 1)."""
-    return key if jax.process_count() == 1 else jax.random.fold_in(key, jax.process_index())
+    """The sampler's copy of the weights (sharding.for_sampling)."""
+    return sh.for_sampling(params, self.mesh, self.strategy)
 
   # --------------------------------------------------------------------- sampling
 
@@ -188,36 +152,10 @@ class Experiment:
                           num_epochs=None if train else 1, drop_remainder=train,
                           overlong=self.cfg.data.overlong)
 
-  def rollout(self, params, batch: dict, examples: Sequence[Any], key: jax.Array, *,
-              temperature: float, repeat: int = 1, y1_ids=None, y1_mask=None) -> Rollout:
-    """Samples y1 then y2 for each prompt (`repeat` times each) and scores both.
-
-    `params`: from for_sampling. `batch`: this process's rows; `key` is folded
-    with the process index (process_key), so processes draw different streams.
-    """
-    if not sh.is_process_local(params):
-      raise ValueError('Experiment.rollout: params span several processes; expected '
-                       'process-local weights from Experiment.for_sampling(params)')
-    key = self.process_key(key)
-    ids = np.repeat(np.asarray(batch['prompt_ids']), repeat, axis=0)
-    mask = np.repeat(np.asarray(batch['prompt_mask']), repeat, axis=0)
-    index = np.repeat(np.asarray(batch['index']), repeat, axis=0)
-    t0 = time.perf_counter()
-    trace = self.sampler(temperature).rollout(params, ids, mask, self.chunk_ids, key,
-                                              y1_ids_BM=y1_ids, y1_mask_BM=y1_mask)
-    y1 = trace_lib.turn_ids(trace, 1)   # blocks until sampling is done
-    t1 = time.perf_counter()
-    y2 = trace_lib.turn_ids(trace, 2)
-    rows = index >= 0
-    r1 = np.zeros(len(index), np.float32)
-    r2 = np.zeros(len(index), np.float32)
-    if rows.any():
-      exs = [examples[i] for i in index[rows]]
-      dec = lambda ids: self.prompt_format.response_text(self.tokenizer.decode(ids))
-      r1[rows] = self.task.rewards(exs, [dec(y) for y, ok in zip(y1, rows) if ok])
-      r2[rows] = self.task.rewards(exs, [dec(y) for y, ok in zip(y2, rows) if ok])
-    return Rollout(trace, r1, r2, y1, y2, rows, sample_s=t1 - t0,
-                   reward_s=time.perf_counter() - t1)
+  def two_attempts(self, temperature: float) -> TwoAttempts:
+    """Samples two attempts at `temperature` and scores them with the task's reward."""
+    return TwoAttempts(self.sampler(temperature), self.chunk_ids, self.tokenizer,
+                       self.prompt_format, self.task.rewards)
 
   def evaluate(self, params, *, split: str | None = None, num_problems: int | None = None,
                temperature: float = 0.0, seed: int = 0) -> dict:
@@ -237,15 +175,15 @@ class Experiment:
     sample_params = self.for_sampling(params)
     r1, r2, y1s, y2s = [], [], [], []
     key = jax.random.key(seed)
-    for i, batch in enumerate(self.pipeline(examples, ecfg.batch_size, seed=seed,
-                                            train=False)):
-      ro = self.rollout(sample_params, batch, examples, jax.random.fold_in(key, i),
-                        temperature=temperature)
-      keep = ro.rows
-      r1.append(ro.r1[keep])
-      r2.append(ro.r2[keep])
-      y1s += [y for y, k in zip(ro.y1_ids, keep) if k]
-      y2s += [y for y, k in zip(ro.y2_ids, keep) if k]
+    attempts = self.two_attempts(temperature)
+    for i, prompts in enumerate(self.pipeline(examples, ecfg.batch_size, seed=seed,
+                                              train=False)):
+      at = attempts(sample_params, prompts, examples, jax.random.fold_in(key, i))
+      keep = at.real_B
+      r1.append(at.r1_B[keep])
+      r2.append(at.r2_B[keep])
+      y1s += [y for y, k in zip(at.y1_ids, keep) if k]
+      y2s += [y for y, k in zip(at.y2_ids, keep) if k]
     r1, r2 = np.concatenate(r1), np.concatenate(r2)
     if jax.process_count() > 1:
       r1, r2, y1s, y2s = _gather_rows(r1, r2, y1s, y2s)
@@ -288,18 +226,6 @@ def _reindexed(examples: Sequence[Any]) -> list:
   return [dataclasses.replace(e, index=i) for i, e in enumerate(examples)]
 
 
-def to_global(batch: dict, exp: Experiment) -> dict:
+def to_global(batch, exp: Experiment):
   """Host rows -> global arrays sharded over the mesh's batch axes."""
   return sh.host_local_batch_to_global(batch, exp.mesh, exp.strategy.rules)
-
-
-def finite_or_raise(metrics: dict, phase: str, step: int) -> dict:
-  """The NaN/Inf guard: host floats of the metrics, or a clear stop."""
-  host = {k: float(np.asarray(v)) for k, v in metrics.items()}
-  bad = sorted(k for k, v in host.items() if not np.isfinite(v))
-  if bad:
-    raise FloatingPointError(
-        f'{phase} step {step}: non-finite {", ".join(f"{k}={host[k]}" for k in bad)}; '
-        'stopping before the update is saved. Lower optim.learning_rate, tighten '
-        'optim.grad_clip_norm, or use model.overrides.dtype=float32.')
-  return host

@@ -12,7 +12,7 @@ import numpy as np
 
 from score_jax import evaluation
 from score_jax.training.experiment import Experiment
-from score_jax.training.logging import read_jsonl
+from score_jax.training.metric_log import read_jsonl
 
 
 def _jsonable(summary: dict) -> dict:

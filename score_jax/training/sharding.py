@@ -260,6 +260,21 @@ def _process_blocks(mesh: Mesh) -> np.ndarray:
                    for p in range(jax.process_count())])
 
 
+def for_sampling(params: nnx.State, mesh: Mesh, strategy: Strategy) -> nnx.State:
+  """The sampler's copy of the weights.
+
+  One process: resharded to the strategy's sample_rules (no-op without them).
+  Several processes: every process gets the whole tree on its own devices (laid
+  out by the sample rules, see to_process_local), so the sampler's jits run
+  process-locally on that process's prompt rows. Global params would not do:
+  jit reads host numpy prompts as one global value, the same on every process,
+  while each process holds different rows.
+  """
+  if jax.process_count() == 1 and strategy.sample_rules is None:
+    return params
+  return to_process_local(params, mesh, strategy.sample_rules or strategy.rules)
+
+
 def to_process_local(params: nnx.State, mesh: Mesh, rules: Rules) -> nnx.State:
   """Every process gets the whole params tree, laid out by `rules` on its own devices.
 

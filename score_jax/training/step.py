@@ -1,11 +1,7 @@
 """Jitted train steps: one policy and one reference forward over [x, y1, p, y2].
 
-A batch is a dict of arrays over packed, right-padded traces:
-  tokens (B,T) int32, valid (B,T) bool, y1_mask / y2_mask (B,T) bool (the tokens
-  each turn generated), r1 / r2 (B,) float32 rewards           -- SCoRe steps
-  tokens, valid, target_mask (B,T) bool                          -- SFT steps
-  tokens, valid, response_mask (2P,T), weight (2P,) float32: P chosen rows then
-  their P rejected rows (score_jax.preference.data)             -- DPO steps
+A batch is one of batches.py's typed containers: ScoreBatch (Stage I / II),
+SftBatch (supervised) or PairBatch (DPO).
 The step functions are pure: (state, ref_params, batch) -> (state, metrics).
 `compile_step` jits them with explicit in/out shardings on a mesh, donating the
 state so parameters and optimizer moments update in place. An optional
@@ -33,9 +29,11 @@ from score_jax import losses
 from score_jax.models import lora
 from score_jax.models.transformer import MAX_LOGITS, causal_mask, token_stats
 from score_jax.training import sharding as sh
+from score_jax.batches import PairBatch, ScoreBatch, SftBatch
 from score_jax.training.state import TrainState
 
 STAGES = ('stage1', 'stage2', 'sft', 'dpo')
+Batch = ScoreBatch | SftBatch | PairBatch
 
 
 def forward_logits(graphdef: nnx.GraphDef, params: nnx.State, tokens_BT, valid_BT,
@@ -92,7 +90,8 @@ def _next_token_stats(model, h_BTD, tokens_BT, ref_model=None, ref_h_BTD=None, *
   return out['logp'], out.get('ref_logp'), out.get('kl')
 
 
-def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConfig,
+def score_loss(params, ref_params, batch: ScoreBatch, *, graphdef,
+               loss_cfg: losses.LossConfig,
                stage: str, activation_sharding=None, max_logits: int = MAX_LOGITS,
                response_len: int | None = None):
   """Stage I or II loss of one batch; the reference forward carries no gradient.
@@ -100,60 +99,62 @@ def score_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.LossConf
   response_len (static): score only the first R y1/y2 tokens of each row (see the
   module docstring); metric 'response_tokens_cut' counts any beyond R (want 0).
   """
-  tokens, valid = batch['tokens'], batch['valid']
+  tokens, valid = batch.tokens_BT, batch.valid_BT
   model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
   ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
                                          activation_sharding)
   exact = loss_cfg.kl_estimator == 'exact'
-  target_BT = batch['y1_mask'] | batch['y2_mask']
+  target_BT = batch.y1_mask_BT | batch.y2_mask_BT
   logp_BT, ref_logp_BT, kl_BT = _next_token_stats(
       model, h_BTD, tokens, ref_model, ref_h_BTD, exact_kl=exact,
       max_logits=max_logits, target_BT=target_BT, response_len=response_len)
   if not exact:
     kl_BT = losses.kl_sampled(logp_BT, ref_logp_BT, loss_cfg.kl_estimator)
   fn = losses.stage_one_loss if stage == 'stage1' else losses.stage_two_loss
-  loss, metrics = fn(logp_BT, kl_BT, batch['y1_mask'], batch['y2_mask'], batch['r1'],
-                     batch['r2'], loss_cfg)
+  loss, metrics = fn(logp_BT, kl_BT, batch.y1_mask_BT, batch.y2_mask_BT, batch.r1_B,
+                     batch.r2_B, loss_cfg)
   if response_len is not None:
     cut_B = jnp.maximum(jnp.sum(target_BT, axis=1) - response_len, 0)
     metrics = dict(metrics, response_tokens_cut=jnp.sum(cut_B))
   return loss, metrics
 
 
-def sft_step_loss(params, ref_params, batch, *, graphdef, loss_cfg=None, stage='sft',
+def sft_step_loss(params, ref_params, batch: SftBatch, *, graphdef, loss_cfg=None,
+                  stage='sft',
                   activation_sharding=None, max_logits: int = MAX_LOGITS,
                   response_len: int | None = None):
-  """losses.sft_loss of the policy's log-probs at batch['target_mask'] tokens."""
+  """losses.sft_loss of the policy's log-probs at batch.target_mask_BT tokens."""
   del ref_params, loss_cfg, stage, response_len  # SFT targets are not y1/y2
-  model, h_BTD = _forward_hidden(graphdef, params, batch['tokens'], batch['valid'],
+  model, h_BTD = _forward_hidden(graphdef, params, batch.tokens_BT, batch.valid_BT,
                                  activation_sharding)
-  logp_BT, _, _ = _next_token_stats(model, h_BTD, batch['tokens'], max_logits=max_logits)
-  return losses.sft_loss(logp_BT, batch['target_mask'])
+  logp_BT, _, _ = _next_token_stats(model, h_BTD, batch.tokens_BT, max_logits=max_logits)
+  return losses.sft_loss(logp_BT, batch.target_mask_BT)
 
 
-def dpo_step_loss(params, ref_params, batch, *, graphdef, loss_cfg: losses.DPOConfig,
+def dpo_step_loss(params, ref_params, batch: PairBatch, *, graphdef,
+                  loss_cfg: losses.DPOConfig,
                   stage='dpo', activation_sharding=None, max_logits: int = MAX_LOGITS,
                   response_len: int | None = None):
   """DPO on sequence log-probs of the response tokens (chosen rows, then rejected)."""
   del stage, response_len  # every position is scored
-  tokens, valid = batch['tokens'], batch['valid']
+  tokens, valid = batch.tokens_BT, batch.valid_BT
   model, h_BTD = _forward_hidden(graphdef, params, tokens, valid, activation_sharding)
   ref_model, ref_h_BTD = _forward_hidden(graphdef, ref_params, tokens, valid,
                                          activation_sharding)
   logp_BT, ref_logp_BT, _ = _next_token_stats(model, h_BTD, tokens, ref_model,
                                               ref_h_BTD, max_logits=max_logits)
-  seq = lambda x_BT: jnp.sum(jnp.where(batch['response_mask'], x_BT, 0.0), axis=1)
+  seq = lambda x_BT: jnp.sum(jnp.where(batch.response_mask_BT, x_BT, 0.0), axis=1)
   logp_B, ref_logp_B = seq(logp_BT), seq(ref_logp_BT)
   p = tokens.shape[0] // 2
   return losses.dpo_loss(logp_B[:p], logp_B[p:], ref_logp_B[:p], ref_logp_B[p:],
                          loss_cfg.beta, label_smoothing=loss_cfg.label_smoothing,
-                         loss_type=loss_cfg.loss_type, weights_B=batch['weight'][:p])
+                         loss_type=loss_cfg.loss_type, weights_B=batch.weight_B[:p])
 
 
 _LOSS_FNS = {'sft': sft_step_loss, 'dpo': dpo_step_loss}
 
 
-def train_step(state: TrainState, ref_params: nnx.State, batch: dict, *,
+def train_step(state: TrainState, ref_params: nnx.State, batch: Batch, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                loss_cfg: losses.LossConfig | losses.DPOConfig | None, stage: str,
                activation_sharding=None, lora_scale: float | None = None,
@@ -182,14 +183,15 @@ def train_step(state: TrainState, ref_params: nnx.State, batch: dict, *,
   return new_state, metrics
 
 
-def batch_shardings(batch_example: dict, mesh: Mesh, rules: sh.Rules) -> dict:
-  return {k: sh.batch_sharding(mesh, rules, jnp.ndim(v)) for k, v in batch_example.items()}
+def batch_shardings(batch_example, mesh: Mesh, rules: sh.Rules):
+  """The batch's shardings: every field split by rows over the mesh's batch axes."""
+  return jax.tree.map(lambda v: sh.batch_sharding(mesh, rules, jnp.ndim(v)), batch_example)
 
 
 def compile_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                  loss_cfg: losses.LossConfig | None, stage: str, mesh: Mesh,
                  rules: sh.Rules, state_shardings: TrainState, ref_shardings,
-                 batch_example: dict, activation_sharding=None,
+                 batch_example: Batch, activation_sharding=None,
                  lora_scale: float | None = None,
                  response_len: int | None = None) -> Callable:
   """jax.jit of train_step with explicit shardings; the state argument is donated.

@@ -2,9 +2,11 @@
 import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
+from score_jax.batches import PromptBatch
 from score_jax.data import pipeline
 from score_jax.data import synthetic
 from score_jax.data import tasks
@@ -65,16 +67,16 @@ def _take(iterator, n):
 def test_batch_format(arithmetic, tok):
   examples = arithmetic.load_examples('train')
   batch = next(iter(_build(examples, arithmetic, tok)))
-  assert set(batch) == {'prompt_ids', 'prompt_mask', 'index'}
-  assert batch['prompt_ids'].dtype == np.int32
-  assert batch['prompt_ids'].shape == batch['prompt_mask'].shape == (4, 32)
-  assert batch['prompt_mask'].dtype == bool and batch['index'].dtype == np.int32
-  for row, index in enumerate(batch['index']):
+  assert isinstance(batch, PromptBatch)
+  assert batch.ids_BP.dtype == np.int32
+  assert batch.ids_BP.shape == batch.mask_BP.shape == (4, 32)
+  assert batch.mask_BP.dtype == bool and batch.index_B.dtype == np.int32
+  for row, index in enumerate(batch.index_B):
     expected = tok.chat_prompt_ids(examples[index].question)
     n = len(expected)
-    assert batch['prompt_ids'][row, :n].tolist() == expected
-    assert batch['prompt_mask'][row].tolist() == [True] * n + [False] * (32 - n)
-    assert (batch['prompt_ids'][row, n:] == tok.pad_id).all()  # RIGHT-padded.
+    assert batch.ids_BP[row, :n].tolist() == expected
+    assert batch.mask_BP[row].tolist() == [True] * n + [False] * (32 - n)
+    assert (batch.ids_BP[row, n:] == tok.pad_id).all()  # RIGHT-padded.
 
 
 def test_two_processes_shard_disjointly_and_cover_one_epoch(arithmetic, tok):
@@ -84,7 +86,7 @@ def test_two_processes_shard_disjointly_and_cover_one_epoch(arithmetic, tok):
     shard = _build(examples, arithmetic, tok, num_epochs=1, seed=3,
                    process_index=process_index, process_count=2)
     assert shard.shard_size == 100
-    seen.append([int(i) for b in shard for i in b['index']])
+    seen.append([int(i) for b in shard for i in b.index_B])
   assert len(seen[0]) == len(seen[1]) == 100
   assert not set(seen[0]) & set(seen[1])
   assert sorted(seen[0] + seen[1]) == list(range(200))
@@ -97,13 +99,13 @@ def test_uneven_shards_yield_equal_batch_counts(arithmetic, tok):
                              process_index=p, process_count=2))
                  for p in range(2)]
   assert [len(s) for s in eval_shards] == [2, 2]
-  indices = [int(i) for s in eval_shards for b in s for i in b['index']]
+  indices = [int(i) for s in eval_shards for b in s for i in b.index_B]
   assert sorted(i for i in indices if i >= 0) == list(range(9))
   assert indices.count(pipeline.PAD_INDEX) == 16 - 9
   for shard in eval_shards:
     for batch in shard:
-      pad_rows = batch['index'] == pipeline.PAD_INDEX
-      assert not batch['prompt_mask'][pad_rows].any()
+      pad_rows = batch.index_B == pipeline.PAD_INDEX
+      assert not batch.mask_BP[pad_rows].any()
   train_shards = [list(_build(examples, arithmetic, tok, num_epochs=2,
                               drop_remainder=True, process_index=p,
                               process_count=2)) for p in range(2)]
@@ -113,12 +115,12 @@ def test_uneven_shards_yield_equal_batch_counts(arithmetic, tok):
 def test_epochs_reshuffle_and_are_repeatable(arithmetic, tok):
   examples = arithmetic.load_examples('train')[:200]
   it = iter(_build(examples, arithmetic, tok, batch_size=50, seed=5))
-  epochs = [np.concatenate([b['index'] for b in _take(it, 4)])
+  epochs = [np.concatenate([b.index_B for b in _take(it, 4)])
             for _ in range(2)]
   assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(200))
   assert epochs[0].tolist() != epochs[1].tolist()
   again = iter(_build(examples, arithmetic, tok, batch_size=50, seed=5))
-  assert np.concatenate([b['index'] for b in _take(again, 4)]).tolist() == (
+  assert np.concatenate([b.index_B for b in _take(again, 4)]).tolist() == (
       epochs[0].tolist())
 
 
@@ -134,8 +136,7 @@ def test_restored_iterator_continues_exactly(arithmetic, tok, k):
   restored = iter(make())
   restored.set_state(state)
   for want, got in zip(expected, _take(restored, 6)):
-    for key in want:
-      np.testing.assert_array_equal(want[key], got[key])
+    jax.tree.map(np.testing.assert_array_equal, want, got)
 
 
 def test_batches_pad_to_the_smallest_fitting_bucket(tok):
@@ -145,9 +146,9 @@ def test_batches_pad_to_the_smallest_fitting_bucket(tok):
   batches = list(_build(examples, _DigitsTask(), tok, batch_size=2,
                         buckets=(overhead + 5, overhead + 20, overhead + 40),
                         shuffle=False, num_epochs=1))
-  assert [b['prompt_ids'].shape[1] for b in batches] == [
+  assert [b.ids_BP.shape[1] for b in batches] == [
       overhead + 5, overhead + 20, overhead + 40]
-  assert batches[0]['prompt_mask'].sum(axis=1).tolist() == [overhead + 4,
+  assert batches[0].mask_BP.sum(axis=1).tolist() == [overhead + 4,
                                                             overhead + 5]
 
 
@@ -158,7 +159,7 @@ def test_overlong_prompts_are_dropped_and_counted(tok):
                 buckets=(overhead + 10,), shuffle=False, num_epochs=1)
   assert (pipe.stats.num_dropped, pipe.stats.num_truncated) == (2, 0)
   assert pipe.stats.num_kept == 4
-  assert [i for b in pipe for i in b['index'].tolist()] == [0, 2, 4, 5]
+  assert [i for b in pipe for i in b.index_B.tolist()] == [0, 2, 4, 5]
 
 
 def test_overlong_prompts_are_truncated_keeping_the_chat_frame(tok):
@@ -169,8 +170,8 @@ def test_overlong_prompts_are_truncated_keeping_the_chat_frame(tok):
                 overlong='truncate')
   assert (pipe.stats.num_dropped, pipe.stats.num_truncated) == (0, 1)
   batch = next(iter(pipe))
-  row = batch['prompt_ids'][1]
-  assert batch['prompt_mask'][1].all()
+  row = batch.ids_BP[1]
+  assert batch.mask_BP[1].all()
   assert tok.decode(row) == ('<start_of_turn>user\n' + '7' * 10 +
                              '<end_of_turn>\n<start_of_turn>model\n')
   assert row[0] == tok.bos_id

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from score_jax import losses
+from score_jax.batches import ScoreBatch, SftBatch
 from score_jax.models import Transformer, create_model, get_preset, lora
 from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
@@ -43,6 +44,8 @@ def setup_fixture():
            'r1': np.array([0., 1., 0., 1.], np.float32),
            'r2': np.array([1., 1., 0., 0.], np.float32)}
   batch['y1_mask'] = np.broadcast_to(batch['y1_mask'], (B, T)).copy()
+  batch = ScoreBatch(batch['tokens'], batch['valid'], batch['y1_mask'], batch['y2_mask'],
+                     batch['r1'], batch['r2'])
   cfg_lora = lora.LoraConfig(rank=3, alpha=6.0)
   return graphdef, base, batch, cfg_lora
 
@@ -128,14 +131,14 @@ def test_lora_loss_is_merged_policy_against_base_reference(setup):
   # The textbook way: full logits of the merged policy and of the base.
   policy = lora.merge(base, adapters, cfg.scale)
   logp = full_logits.next_token_log_probs(
-      step_lib.forward_logits(graphdef, policy, batch['tokens'], batch['valid']),
-      batch['tokens'])
+      step_lib.forward_logits(graphdef, policy, batch.tokens_BT, batch.valid_BT),
+      batch.tokens_BT)
   ref_logp = full_logits.next_token_log_probs(
-      step_lib.forward_logits(graphdef, base, batch['tokens'], batch['valid']),
-      batch['tokens'])
+      step_lib.forward_logits(graphdef, base, batch.tokens_BT, batch.valid_BT),
+      batch.tokens_BT)
   kl = losses.kl_sampled(logp, ref_logp, 'k3')
-  want_loss, want = losses.stage_two_loss(logp, kl, batch['y1_mask'], batch['y2_mask'],
-                                          batch['r1'], batch['r2'], loss_cfg)
+  want_loss, want = losses.stage_two_loss(logp, kl, batch.y1_mask_BT, batch.y2_mask_BT,
+                                          batch.r1_B, batch.r2_B, loss_cfg)
   np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
   assert float(got['y2/kl']) > 1e-6   # the adapters moved the policy off the base
   np.testing.assert_allclose(got['y2/kl'], want['y2/kl'], rtol=1e-4)
@@ -145,7 +148,7 @@ def test_gradient_reaches_the_adapters_by_the_chain_rule(setup):
   graphdef, base, batch, cfg = setup
   adapters = lora.init(base, cfg, jax.random.key(2))   # B = 0: W' = W
   loss = functools.partial(step_lib.sft_step_loss, graphdef=graphdef)
-  batch = dict(batch, target_mask=batch['y2_mask'])
+  batch = SftBatch(batch.tokens_BT, batch.valid_BT, batch.y2_mask_BT)
   g_ad = jax.grad(lambda ad: lora.on_base(loss, cfg.scale)(ad, base, batch)[0])(adapters)
   g_w = jax.grad(lambda p: loss(p, None, batch)[0])(base)
   a = _flat(adapters)['layers/mlp/linear/a']              # L F r

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from score_jax.batches import ScoreBatch
 from score_jax.preference import data as data_lib
 from score_jax.training.experiment import Experiment
 from tests.training.tiny_config import run_config
@@ -66,11 +67,12 @@ def test_online_batch_puts_chosen_first_and_scores_both_attempts():
   y1[:, 1] = True
   y2 = np.zeros((b, t), bool)
   y2[:, 3] = True
-  tb = {'tokens': tokens, 'valid': np.ones((b, t), bool), 'y1_mask': y1, 'y2_mask': y2}
+  r_B = np.zeros(b, np.float32)
+  tb = ScoreBatch(tokens, np.ones((b, t), bool), y1, y2, r_B, r_B)
   batch, chosen, rejected = data_lib.online_batch(tb, np.array([0., 1., 5., 2.]), 2)
-  np.testing.assert_array_equal(batch['tokens'][:, 0], [5, 10, 0, 15])   # rows 1,2 | 0,3
-  np.testing.assert_array_equal(batch['response_mask'][0], [0, 1, 0, 1, 0])
-  np.testing.assert_array_equal(batch['weight'], [1, 1, 1, 1])
+  np.testing.assert_array_equal(batch.tokens_BT[:, 0], [5, 10, 0, 15])   # rows 1,2 | 0,3
+  np.testing.assert_array_equal(batch.response_mask_BT[0], [0, 1, 0, 1, 0])
+  np.testing.assert_array_equal(batch.weight_B, [1, 1, 1, 1])
 
 
 def test_pack_pairs_scores_only_the_response(tmp_path):
@@ -79,6 +81,6 @@ def test_pack_pairs_scores_only_the_response(tmp_path):
   batch = data_lib.pack_pairs(exp, pairs)
   eot = exp.tokenizer.end_of_turn_id
   for row, text in enumerate(['3', '4', '4', '5']):   # chosen rows, then rejected
-    ids = batch['tokens'][row][batch['response_mask'][row]].tolist()
+    ids = batch.tokens_BT[row][batch.response_mask_BT[row]].tolist()
     assert ids == exp.tokenizer.encode(text) + [eot]
-  np.testing.assert_array_equal(batch['weight'], 1.0)
+  np.testing.assert_array_equal(batch.weight_B, 1.0)

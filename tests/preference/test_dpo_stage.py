@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from score_jax.batches import PairBatch
 from score_jax import config as config_lib
 from score_jax import losses
 from score_jax.models.transformer import causal_mask
@@ -24,17 +25,17 @@ def _batch(exp, rng):
   response = np.zeros((2 * p, t), bool)
   response[:, 5:10] = True
   weight = np.array([1, 1, 1, 0] * 2, np.float32)
-  return {'tokens': tokens, 'valid': valid, 'response_mask': response, 'weight': weight}
+  return PairBatch(tokens, valid, response, weight)
 
 
 def _seq_logp(exp, params, batch):
   """Sum of log pi(token) over the response, from the model's plain full forward."""
-  tokens = jnp.asarray(batch['tokens'])
+  tokens = jnp.asarray(batch.tokens_BT)
   pos = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
   logits, _ = nnx.merge(exp.graphdef, params)(tokens, pos,
-                                              causal_mask(pos, jnp.asarray(batch['valid'])))
+                                              causal_mask(pos, jnp.asarray(batch.valid_BT)))
   logp = full_logits.next_token_log_probs(logits, tokens)
-  return np.asarray(jnp.sum(jnp.where(batch['response_mask'], logp, 0.0), axis=1))
+  return np.asarray(jnp.sum(jnp.where(batch.response_mask_BT, logp, 0.0), axis=1))
 
 
 def test_dpo_step_loss_matches_dpo_of_independent_log_probs(tmp_path):

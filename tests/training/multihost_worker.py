@@ -9,7 +9,7 @@ a tensor-parallel batch check. Process 0 writes the results to --out (.npz).
 In-process (`reference(workdir)`): the same three steps in one process over the
 8 devices of the mesh, fed the same global data. `TwoProcessReference` stands
 in for the two workers: each step's batch is worker 0's rows then worker 1's,
-and each half is sampled with that worker's stream (Experiment.process_key).
+and each half is sampled with that worker's stream (attempts.process_key).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ if str(REPO) not in sys.path:   # run as a script from anywhere
   sys.path.insert(0, str(REPO))
 
 import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
+import functools  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -28,7 +29,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from score_jax.data import synthetic
 from score_jax.data.pipeline import PromptPipeline
 from score_jax.training import sharding as sh
-from score_jax.training.experiment import Experiment, Rollout
+from score_jax import batches as batches_lib
+from score_jax.training.attempts import Attempts, TwoAttempts
+from score_jax.training.experiment import Experiment
 from score_jax.training.trainer import train_score
 from tests.training.tiny_config import tiny_config
 
@@ -92,7 +95,7 @@ class _Zip:
 
   def __next__(self):
     parts = [next(it) for it in self.its]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return functools.reduce(batches_lib.concat, parts)
 
   def get_state(self):
     return {str(i): it.get_state() for i, it in enumerate(self.its)}
@@ -114,17 +117,28 @@ class TwoProcessReference(Experiment):
         drop_remainder=True, overlong=self.cfg.data.overlong, process_index=p,
         process_count=NUM_WORKERS) for p in range(NUM_WORKERS)])
 
-  def rollout(self, params, batch, examples, key, **kw):
-    n = len(batch['index']) // NUM_WORKERS
-    parts = [super(TwoProcessReference, self).rollout(
-        params, {k: v[p * n:(p + 1) * n] for k, v in batch.items()}, examples,
-        jax.random.fold_in(key, p), **kw) for p in range(NUM_WORKERS)]
+  def two_attempts(self, temperature):
+    at = super().two_attempts(temperature)
+    return TwoWorkerAttempts(**{f.name: getattr(at, f.name) for f in dataclasses.fields(at)})
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoWorkerAttempts(TwoAttempts):
+  """Each worker's half of the rows, sampled with that worker's stream."""
+
+  def __call__(self, params, prompts, examples, key, **kw):
+    n = batches_lib.num_rows(prompts) // NUM_WORKERS
+    half = lambda x, p: None if x is None else x[p * n:(p + 1) * n]
+    parts = [super(TwoWorkerAttempts, self).__call__(
+        params, jax.tree.map(lambda x, p=p: x[p * n:(p + 1) * n], prompts), examples,
+        jax.random.fold_in(key, p), **{k: half(v, p) for k, v in kw.items()})
+        for p in range(NUM_WORKERS)]
     cat = lambda *xs: np.concatenate([np.asarray(x) for x in xs])
-    return Rollout(
-        trace=jax.tree.map(cat, *[r.trace for r in parts]),
-        r1=cat(*[r.r1 for r in parts]), r2=cat(*[r.r2 for r in parts]),
-        y1_ids=sum([r.y1_ids for r in parts], []), y2_ids=sum([r.y2_ids for r in parts], []),
-        rows=cat(*[r.rows for r in parts]))
+    return Attempts(
+        trace=jax.tree.map(cat, *[a.trace for a in parts]),
+        r1_B=cat(*[a.r1_B for a in parts]), r2_B=cat(*[a.r2_B for a in parts]),
+        real_B=cat(*[a.real_B for a in parts]),
+        y1_ids=sum([a.y1_ids for a in parts], []), y2_ids=sum([a.y2_ids for a in parts], []))
 
 
 def run(make_exp, cfg) -> dict[str, np.ndarray]:

@@ -12,8 +12,9 @@ from score_jax.training import state as state_lib
 from score_jax.training import step as step_lib
 from score_jax.training.checkpoint import Checkpointer, CheckpointConfig
 from score_jax.training.experiment import Experiment
-from score_jax.training.trainer import train_score, train_sft, trainable
 from score_jax.training import base_sft as base_sft_lib
+from score_jax.training.build import trainable
+from score_jax.training.trainer import train_score, train_sft
 from tests.training.tiny_config import run_config
 
 

@@ -18,7 +18,7 @@ import pytest
 from score_jax.training import resume as resume_lib
 from score_jax.training.checkpoint import ResumeRefused
 from score_jax.training.experiment import Experiment
-from score_jax.training.logging import read_jsonl
+from score_jax.training.metric_log import read_jsonl
 from score_jax.training.trainer import train_score
 from tests.training.tiny_config import resume_config
 

@@ -17,6 +17,7 @@ import pytest
 from flax import nnx
 
 from score_jax import losses
+from score_jax.batches import ScoreBatch
 from score_jax.models import Transformer, get_preset
 from score_jax.sampling import Sampler, SamplingConfig
 from score_jax.training import sharding as sh
@@ -40,12 +41,12 @@ def _batch(vocab_size):
   lengths = rng.randint(11, T + 1, B)
   pos = np.arange(T)[None, :]
   valid = pos < lengths[:, None]
-  return {'tokens': rng.randint(1, vocab_size, (B, T)).astype(np.int32),
-          'valid': valid,
-          'y1_mask': np.broadcast_to((pos >= 4) & (pos < 8), (B, T)),
-          'y2_mask': (pos >= 10) & valid,
-          'r1': rng.randint(0, 2, B).astype(np.float32),
-          'r2': rng.randint(0, 2, B).astype(np.float32)}
+  return ScoreBatch(tokens_BT=rng.randint(1, vocab_size, (B, T)).astype(np.int32),
+                    valid_BT=valid,
+                    y1_mask_BT=np.broadcast_to((pos >= 4) & (pos < 8), (B, T)),
+                    y2_mask_BT=(pos >= 10) & valid,
+                    r1_B=rng.randint(0, 2, B).astype(np.float32),
+                    r2_B=rng.randint(0, 2, B).astype(np.float32))
 
 
 def _mesh(strategy):

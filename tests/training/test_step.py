@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from score_jax import losses
+from score_jax.batches import ScoreBatch, SftBatch
 from score_jax.models import Transformer, get_preset
 from score_jax.training import step as step_lib
 from tests.training import full_logits
@@ -64,7 +65,10 @@ def test_chunked_loss_and_grads_equal_full_logits(setup, stage, kl, response_len
   got_fn = functools.partial(chunked, graphdef=graphdef, loss_cfg=cfg, stage=stage,
                              max_logits=B * 3 * 256, response_len=response_len)
   want_fn = functools.partial(_reference_loss, graphdef=graphdef, loss_cfg=cfg, stage=stage)
-  (got, got_m), got_g = jax.jit(jax.value_and_grad(got_fn, has_aux=True))(params, ref_params, batch)
+  typed = (SftBatch(batch['tokens'], batch['valid'], batch['target_mask']) if stage == 'sft'
+           else ScoreBatch(batch['tokens'], batch['valid'], batch['y1_mask'], batch['y2_mask'],
+                           batch['r1'], batch['r2']))
+  (got, got_m), got_g = jax.jit(jax.value_and_grad(got_fn, has_aux=True))(params, ref_params, typed)
   (want, want_m), want_g = jax.jit(jax.value_and_grad(want_fn, has_aux=True))(
       params, ref_params, batch)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -86,10 +90,9 @@ def test_train_step_never_holds_all_logits():
   graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
   tx = optax.sgd(0.1)
   state = {'params': params, 'opt': jax.eval_shape(tx.init, params)}
-  batch = {'tokens': jax.ShapeDtypeStruct((b, t), jnp.int32)}
-  batch.update({k: jax.ShapeDtypeStruct((b, t), jnp.bool_)
-                for k in ('valid', 'y1_mask', 'y2_mask')})
-  batch.update({k: jax.ShapeDtypeStruct((b,), jnp.float32) for k in ('r1', 'r2')})
+  mask = jax.ShapeDtypeStruct((b, t), jnp.bool_)
+  reward = jax.ShapeDtypeStruct((b,), jnp.float32)
+  batch = ScoreBatch(jax.ShapeDtypeStruct((b, t), jnp.int32), mask, mask, mask, reward, reward)
   loss_cfg = losses.LossConfig(beta1=0.1, alpha=10.0, kl_estimator='exact',
                                baseline='batch_mean')
 

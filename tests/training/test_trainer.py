@@ -1,10 +1,15 @@
 """The online loop on the real path: sampler -> rewards -> jitted step -> checkpoints."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
+from score_jax.batches import ScoreBatch
+from score_jax.training.attempts import TwoAttempts
 from score_jax.training.experiment import Experiment
-from score_jax.training.trainer import stage_at, train_score
+from score_jax.training.loop import stage_at
+from score_jax.training.trainer import train_score
 from tests.training.tiny_config import LeadingDigitBandit, run_config
 
 
@@ -50,17 +55,28 @@ def test_resume_is_exact(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordingAttempts(TwoAttempts):
+  """The real TwoAttempts; it also keeps each call's prompts, options and result."""
+  calls: list = dataclasses.field(default_factory=list)
+
+  def __call__(self, params, prompts, examples, key, **kw):
+    at = super().__call__(params, prompts, examples, key, **kw)
+    self.calls.append((prompts, kw, at))
+    return at
+
+
 class RecordingExperiment(Experiment):
-  """The real Experiment; it also keeps each rollout's inputs and outputs."""
+  """The real Experiment, whose two attempts are recorded (`calls`)."""
 
   def __init__(self, *a, **kw):
     super().__init__(*a, **kw)
     self.calls = []
 
-  def rollout(self, params, batch, examples, key, **kw):
-    ro = super().rollout(params, batch, examples, key, **kw)
-    self.calls.append((batch, kw, ro))
-    return ro
+  def two_attempts(self, temperature):
+    at = super().two_attempts(temperature)
+    return RecordingAttempts(**{f.name: getattr(at, f.name)
+                                for f in dataclasses.fields(TwoAttempts)}, calls=self.calls)
 
 
 def test_base_y1_rows_join_stage_two(tmp_path):
@@ -76,13 +92,13 @@ def test_base_y1_rows_join_stage_two(tmp_path):
   hist = train_score(exp, policy, reference).history
   k, b = cfg.train.samples_per_prompt, cfg.data.batch_size
   assert [h['rows'] for h in hist] == [(b + b // 2) * k]
-  extra = [(batch, ro) for batch, kw, ro in exp.calls if kw.get('y1_ids') is not None]
+  extra = [(prompts, at) for prompts, kw, at in exp.calls if kw.get('y1_ids_BM') is not None]
   assert len(extra) == 1
-  batch, ro = extra[0]
+  prompts, ro = extra[0]
   assert len(ro.y1_ids) == (b // 2) * k
   examples = exp.task.load_examples('train')
-  greedy = lambda params: exp.rollout(exp.for_sampling(params), batch, examples,
-                                      jax.random.key(0), temperature=0.0, repeat=k).y1_ids
+  greedy = lambda params: exp.two_attempts(0.0)(exp.for_sampling(params), prompts, examples,
+                                                jax.random.key(0)).y1_ids
   assert ro.y1_ids == greedy(reference)
   assert ro.y1_ids != greedy(policy)   # the two models answer differently
 
@@ -115,7 +131,9 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
            'r2': rng.integers(0, 2, b).astype(np.float32)}
   batch['y1_mask'][:, 3:6] = True
   batch['y2_mask'][:, 8:11] = True
-  halves = [{k: v[:8] for k, v in batch.items()}, {k: v[8:] for k, v in batch.items()}]
+  batch = ScoreBatch(batch['tokens'], batch['valid'], batch['y1_mask'], batch['y2_mask'],
+                     batch['r1'], batch['r2'])
+  halves = [jax.tree.map(lambda v: v[:8], batch), jax.tree.map(lambda v: v[8:], batch)]
 
   lr = 1e-2
 

@@ -1,4 +1,5 @@
-"""Metrics out of a run: a JSONL file, TensorBoard event files, and a progress bar.
+"""Metrics out of a run: a JSONL file, TensorBoard event files, a progress bar, and
+the NaN/Inf guard every step's metrics pass through (`finite_or_raise`).
 
 A resumed run first rewinds both to its checkpoint's step, so each step is logged once.
 """
@@ -115,3 +116,15 @@ def progress(total: int, desc: str, initial: int = 0) -> tqdm.tqdm:
 def read_jsonl(path: str | pathlib.Path) -> list[dict]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def finite_or_raise(metrics: dict, phase: str, step: int) -> dict:
+  """The NaN/Inf guard: host floats of the metrics, or a clear stop."""
+  host = {k: float(np.asarray(v)) for k, v in metrics.items()}
+  bad = sorted(k for k, v in host.items() if not np.isfinite(v))
+  if bad:
+    raise FloatingPointError(
+        f'{phase} step {step}: non-finite {", ".join(f"{k}={host[k]}" for k in bad)}; '
+        'stopping before the update is saved. Lower optim.learning_rate, tighten '
+        'optim.grad_clip_norm, or use model.overrides.dtype=float32.')
+  return host
