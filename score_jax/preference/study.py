@@ -66,15 +66,16 @@ def pair_accuracies(exp: Experiment, base, seed: int, num_problems: int) -> dict
   params = exp.for_sampling(base)
   key = jax.random.key(seed + 17)
   pipe = exp.pipeline(examples, exp.cfg.data.batch_size, seed=seed, train=False)
-  for i, batch in enumerate(pipe):
-    ro = exp.rollout(params, batch, examples, jax.random.fold_in(key, i),
-                     temperature=float(exp.cfg.sampling.temperature), repeat=k)
-    if not ro.rows.all():   # a padded last batch: groups would mix real and pad rows
+  attempts = exp.two_attempts(float(exp.cfg.sampling.temperature))
+  for i, prompts in enumerate(pipe):
+    prompts = prompts.repeat(k)
+    at = attempts(params, prompts, examples, jax.random.fold_in(key, i))
+    if not at.real_B.all():   # a padded last batch: groups would mix real and pad rows
       continue
-    exs = [examples[j] for j in np.repeat(np.asarray(batch['index']), k)]
-    oracle.append(ro.r1 + ro.r2)
+    exs = [examples[j] for j in np.asarray(prompts.index_B)]
+    oracle.append(at.r1_B + at.r2_B)
     for s in names:
-      scores[s].append(fns[s](ro, exs, k))
+      scores[s].append(fns[s](at, exs, k))
   oracle = np.concatenate(oracle)
   return {s: scorers_lib.pair_accuracy(np.concatenate(v), oracle, k) for s, v in scores.items()}
 

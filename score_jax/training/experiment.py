@@ -10,7 +10,6 @@ process-local copy of the weights (`for_sampling`) and its own random stream
 """
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from typing import Any, Sequence
 
@@ -171,7 +170,7 @@ class Experiment:
     keep_ids: also return each row's y1 / y2 token ids (keys 'y1', 'y2').
     """
     ecfg = self.cfg.eval
-    examples = _reindexed(examples)
+    examples = tasks_lib.reindex(examples)
     sample_params = self.for_sampling(params)
     r1, r2, y1s, y2s = [], [], [], []
     key = jax.random.key(seed)
@@ -217,13 +216,6 @@ def _gather_rows(r1, r2, y1s, y2s):
   return (np.array([g['r1'][p, i] for p, i in rows], np.float32),
           np.array([g['r2'][p, i] for p, i in rows], np.float32),
           [unpad(g['y1'][p, i]) for p, i in rows], [unpad(g['y2'][p, i]) for p, i in rows])
-
-
-def _reindexed(examples: Sequence[Any]) -> list:
-  """Examples whose `index` is their position, so pipeline indices address them."""
-  if all(getattr(e, 'index', i) == i for i, e in enumerate(examples)):
-    return list(examples)
-  return [dataclasses.replace(e, index=i) for i, e in enumerate(examples)]
 
 
 def to_global(batch, exp: Experiment):
