@@ -38,6 +38,7 @@ UpdateFn = Callable[[str, TrainState, nnx.State, Any], tuple[TrainState, dict]]
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
+  """The loop's settings; build.score_parts fills them from config.train."""
   schedule: Sequence[tuple[str, int]]   # (stage, steps) segments, run in order
   samples_per_prompt: int               # k attempts per prompt
   sample_seed: int                      # step s samples with fold_in(key(sample_seed), s)
