@@ -15,6 +15,7 @@ and a user can make them by hand. The loop calls only its parts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -131,13 +132,14 @@ def _step(parts: ScoreParts, cfg: LoopConfig, state: TrainState, ref_params, bas
 
 
 def run(parts: ScoreParts, cfg: LoopConfig, state: TrainState, ref_params: nnx.State, *,
-        base_sample: Callable[[], nnx.State], start: int, end: int,
-        on_log: Callable[[int, dict], None] | None = None) -> tuple[TrainState, list[dict]]:
+        start: int, end: int, on_log: Callable[[int, dict], None] | None = None) -> tuple[TrainState, list[dict]]:
   """Steps start..end-1 of the schedule; returns (state, one logged row per step).
 
-  base_sample() -> the base model's sampler copy (only Stage II's base-y1 rows
-  call it). SIGTERM / SIGINT: save this step, then raise Preempted (exit 0).
+  ref_params is also the base model of Stage II's base-y1 rows; its sampler copy
+  is made on first use. SIGTERM / SIGINT: save this step, then raise Preempted
+  (exit 0).
   """
+  base_sample = functools.cache(lambda: parts.for_sampling(ref_params))
   total = sum(n for _, n in cfg.schedule)
   history, window, every = [], [], max(cfg.log_every, 1)
   bar = progress(total, cfg.phase, initial=start)

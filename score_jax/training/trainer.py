@@ -14,7 +14,6 @@ SIGTERM / SIGINT save the current step and exit 0 (preemption.py).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Sequence
 
 import jax
@@ -83,11 +82,9 @@ def train_score(exp: Experiment, params: nnx.State, ref_params: nnx.State, *,
   parts, loop_cfg, state, ref_params, start, lora_scale = build.score_parts(
       exp, p, params, ref_params, adapters, phase)
   end = p.total if stop_after is None else min(p.total, start + stop_after)
-  base_sample = functools.cache(lambda: exp.for_sampling(ref_params))  # made once if needed
   try:
     state, history = loop_lib.run(parts, loop_cfg, state, ref_params,
-                                  base_sample=base_sample, start=start, end=end,
-                                  on_log=on_log)
+                                  start=start, end=end, on_log=on_log)
   finally:
     parts.checkpointer.wait()
     parts.checkpointer.close()

@@ -85,8 +85,7 @@ def test_loop_runs_on_hand_made_parts_and_calls_only_them(tmp_path, monkeypatch)
       monkeypatch.setattr(Experiment, name, lambda *a, _n=name, **k: pytest.fail(_n))
   cfg = loop_lib.LoopConfig(schedule=(('stage1', 1), ('stage2', 2)), samples_per_prompt=2,
                             sample_seed=1)
-  state, history = loop_lib.run(parts, cfg, state, params, base_sample=lambda: None,
-                                start=0, end=3)
+  state, history = loop_lib.run(parts, cfg, state, params, start=0, end=3)
   parts.writer.close()
   parts.checkpointer.close()
   # Rows: each step's prompts, 2 samples each; the logged accuracies are the means of
