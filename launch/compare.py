@@ -2,6 +2,9 @@
 
   python launch/compare.py --config=configs/tiny.py --seeds=0,1,2 --out=runs/compare.md
 
+Seeds can run as separate processes (--seeds=1 --out=runs/s1.md, ...) and be
+joined afterwards: --merge=runs/s0.json,runs/s1.json,... --out=runs/compare.md.
+
 Rows: base = Self-Refine (the untrained two-turn protocol), STaR (D+), Pair-SFT,
 SCoRe, and the ablations "without Stage I" (Stage II only, same Stage II steps)
 and "without reward shaping" (alpha = 0). Every method starts from the same
@@ -29,6 +32,8 @@ SFT_STEPS = flags.DEFINE_integer('sft_steps', 300, 'SFT steps of STaR / Pair-SFT
 SFT_LR = flags.DEFINE_float('sft_learning_rate', 3e-4, 'SFT learning rate of baselines.')
 BASELINE_PROBLEMS = flags.DEFINE_integer('baseline_problems', 2000,
                                          'Training problems the baselines sample on.')
+MERGE = flags.DEFINE_list('merge', [], 'Only write --out from these .json results of '
+                          'earlier runs (e.g. seeds run in parallel processes).')
 
 
 def main(argv):
@@ -42,6 +47,16 @@ def main(argv):
   settings = study.BaselineSettings(steps=SFT_STEPS.value, learning_rate=SFT_LR.value,
                                     num_problems=BASELINE_PROBLEMS.value)
   out = common.resolve(OUT.value)
+  if MERGE.value:
+    paths = [common.resolve(p) for p in MERGE.value]
+    try:
+      text = study.merged_ablation_table(cfg, paths, methods)
+    except (ValueError, FileNotFoundError) as e:
+      common.fail(str(e))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    study.write_results(out, study.merged(paths), text)
+    print(text)
+    return
   _, text = study.run_seeds(
       [int(s) for s in SEEDS.value],
       lambda s: study.run_ablations(cfg, s, methods, settings=settings,

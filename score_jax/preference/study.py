@@ -16,7 +16,6 @@ as the true reward does (pair accuracy).
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -162,15 +161,6 @@ def table(cfg, per_seed: training_study.PerSeed, methods: Sequence[str], wall: s
   return '\n'.join(lines)
 
 
-def merged(paths: Iterable[pathlib.Path]) -> training_study.PerSeed:
-  """Per-seed results of several runs' .json files, methods joined per seed."""
-  per_seed: dict = {}
-  for path in paths:
-    for seed, res in json.loads(pathlib.Path(path).read_text()).items():
-      per_seed.setdefault(int(seed), {}).update(res)
-  return dict(sorted(per_seed.items()))
-
-
 def merged_table(cfg, paths: Iterable[pathlib.Path], methods: Sequence[str],
                  pair_problems: int) -> str:
   """The table of merged() runs; wall time is their methods' wall_s summed.
@@ -179,14 +169,8 @@ def merged_table(cfg, paths: Iterable[pathlib.Path], methods: Sequence[str],
     ValueError: a seed has no results for one of `methods` (one line).
   """
   paths = list(paths)
-  per_seed = merged(paths)
-  for s, res in per_seed.items():
-    missing = [m for m in methods if m not in res]
-    if missing:
-      raise ValueError(f'{", ".join(map(str, paths))}: seed {s} has no results for '
-                       f'{missing}; expected every method of {list(methods)}')
-  wall = sum(r.get('wall_s', 0.0) for res in per_seed.values() for r in res.values()
-             if isinstance(r, dict))
+  per_seed = training_study.merged(paths)
+  training_study.missing_results(per_seed, methods, paths)
   return table(cfg, per_seed, methods,
-               f'{wall:.0f} s summed over the methods (without the base_sft phases)',
+               f'{training_study.summed_wall_s(per_seed):.0f} s summed over the methods (without the base_sft phases)',
                pair_problems)

@@ -73,6 +73,30 @@ def write_results(out: pathlib.Path, per_seed: PerSeed, text: str) -> None:
   out.with_suffix('.json').write_text(json.dumps(per_seed, indent=1, default=str))
 
 
+def merged(paths: Iterable[pathlib.Path]) -> PerSeed:
+  """Per-seed results of several runs' .json files (seeds or methods run apart), joined."""
+  per_seed: dict = {}
+  for path in paths:
+    for seed, res in json.loads(pathlib.Path(path).read_text()).items():
+      per_seed.setdefault(int(seed), {}).update(res)
+  return dict(sorted(per_seed.items()))
+
+
+def missing_results(per_seed: PerSeed, keys: Sequence[str], paths: Sequence) -> None:
+  """Raises ValueError (one line) if a seed lacks one of `keys`."""
+  for s, res in per_seed.items():
+    missing = [k for k in keys if k not in res]
+    if missing:
+      raise ValueError(f'{", ".join(map(str, paths))}: seed {s} has no results for '
+                       f'{missing}; expected every one of {list(keys)}')
+
+
+def summed_wall_s(per_seed: PerSeed) -> float:
+  """The methods' wall_s summed over seeds (their base_sft phases not included)."""
+  return sum(r.get('wall_s', 0.0) for res in per_seed.values() for r in res.values()
+             if isinstance(r, dict))
+
+
 def run_seeds(seeds: Iterable[int], run_one: Callable[[int], dict],
               table: Callable[[PerSeed, float], str],
               out: pathlib.Path) -> tuple[PerSeed, str]:
@@ -222,7 +246,8 @@ def _decoding_rows(per_seed: PerSeed, methods: Sequence[str], temp,
   return rows, notes
 
 
-def ablation_table(cfg, per_seed: PerSeed, methods: Sequence[str], wall_s: float) -> str:
+def ablation_table(cfg, per_seed: PerSeed, methods: Sequence[str], wall_s: float,
+                   wall_note: str = '') -> str:
   """The comparison's markdown: per decoding temperature, per-seed and mean rows."""
   seeds = list(per_seed)
   first = cfg.eval.temperatures[0]
@@ -239,5 +264,17 @@ def ablation_table(cfg, per_seed: PerSeed, methods: Sequence[str], wall_s: float
     rows, notes = _decoding_rows(per_seed, methods, temp, first)
     lines += [f'## Decoding: {kind}', '', evaluation.format_table(rows), *notes,
               *_differences(per_seed, methods, temp), '']
-  lines.append(f'Wall time: {wall_s:.0f} s on this machine.')
+  lines.append(f'Wall time: {wall_s:.0f} s{wall_note} on this machine.')
   return '\n'.join(lines)
+
+
+def merged_ablation_table(cfg, paths: Sequence[pathlib.Path], methods: Sequence[str]) -> str:
+  """ablation_table of merged() runs (e.g. one process per seed).
+
+  Raises:
+    ValueError: a seed has no results for one of `methods` (one line).
+  """
+  per_seed = merged(paths)
+  missing_results(per_seed, [f'{m}@{cfg.eval.temperatures[0]:g}' for m in methods], paths)
+  return ablation_table(cfg, per_seed, methods, summed_wall_s(per_seed),
+                        ' summed over the methods (without the base_sft phases)')

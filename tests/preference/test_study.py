@@ -23,16 +23,6 @@ def _accuracies(confidence, ties):
   return {'confidence': {'pair_accuracy': confidence, 'pairs': 10, 'ties': ties}}
 
 
-def test_merged_joins_methods_per_seed_in_seed_order(tmp_path):
-  a, b = tmp_path / 'a.json', tmp_path / 'b.json'
-  a.write_text(json.dumps({'2': {'base': {'x': 1}}, '0': {'base': {'x': 2}}}))
-  b.write_text(json.dumps({'0': {'score': {'x': 3}, 'base': {'x': 4}}}))
-  got = study.merged([a, b])
-  assert list(got) == [0, 2]   # int seeds, sorted
-  # seed 0: both files' methods; the later file wins where both have one.
-  assert got == {0: {'base': {'x': 4}, 'score': {'x': 3}}, 2: {'base': {'x': 1}}}
-
-
 def test_table_rows_mean_interval_and_pair_accuracy_by_hand():
   cfg = ml_collections.ConfigDict({'workdir': 'runs/p', 'train': {'samples_per_prompt': 8}})
   per_seed = {0: {'pair_accuracy': _accuracies(0.5, 0.1), 'base': _row(0.0),

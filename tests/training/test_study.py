@@ -97,3 +97,32 @@ def test_ablation_table_without_the_base_row():
   text = study.ablation_table(cfg, {0: {'score@0': _row(0.1)}}, ['score'], 1.0)
   # One seed: the mean row repeats the seed's Delta and has no interval.
   assert '15 held-out problems' in text and '| **SCoRe, mean** | 50.0 | 50.0 | 10.0 - |' in text
+
+
+def test_merged_joins_methods_per_seed_in_seed_order(tmp_path):
+  a, b = tmp_path / 'a.json', tmp_path / 'b.json'
+  a.write_text(json.dumps({'2': {'base': {'x': 1}}, '0': {'base': {'x': 2}}}))
+  b.write_text(json.dumps({'0': {'score': {'x': 3}, 'base': {'x': 4}}}))
+  got = study.merged([a, b])
+  assert list(got) == [0, 2]   # int seeds, sorted
+  # seed 0: both files' methods; the later file wins where both have one.
+  assert got == {0: {'base': {'x': 4}, 'score': {'x': 3}}, 2: {'base': {'x': 1}}}
+
+
+def test_merged_ablation_table_joins_seeds_run_apart(tmp_path):
+  cfg = ml_collections.ConfigDict({'workdir': 'runs/x', 'eval': {'temperatures': (0.0,)}})
+  # Seeds 0 and 1 from two processes; seed 1's file also holds a method seed 0 lacks.
+  a, b = tmp_path / 'seed0.json', tmp_path / 'seed1.json'
+  a.write_text(json.dumps({'0': {'score@0': {**_row(0.1), 'wall_s': 100.4}}}))
+  b.write_text(json.dumps({'1': {'score@0': {**_row(0.3), 'wall_s': 50.3},
+                                 'base@0': _row(0.0)}}))
+  text = study.merged_ablation_table(cfg, [a, b], ['score'])
+  # Mean Delta 20 points over seeds 10 and 30: t-interval 20 +- 12.706 * 14.14 / sqrt(2).
+  half = 100 * T_975_DF1 * (0.2 ** 2 / 2) ** 0.5 / 2 ** 0.5
+  assert f'| **SCoRe, mean** | 50.0 | 50.0 | 20.0 [{20 - half:.1f}, {20 + half:.1f}] |' in text
+  assert '(2 seeds: [0, 1])' in text
+  assert text.endswith('Wall time: 151 s summed over the methods (without the base_sft '
+                       'phases) on this machine.')
+  with pytest.raises(ValueError, match=r"seed0.json, .*seed1.json: seed 0 has no results "
+                                       r"for \['base@0'\]"):
+    study.merged_ablation_table(cfg, [a, b], ['base', 'score'])
