@@ -2,6 +2,7 @@
 checkpointed and merged; the base untouched; a merged export reloads exactly."""
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 import score_jax
@@ -30,11 +31,17 @@ def _exp(workdir):
   return Experiment(c)
 
 
-def test_lora_score_trains_checkpoints_and_exports_adapters_only(tmp_path):
-  exp = _exp(tmp_path)
+@pytest.fixture(scope='module')
+def lora_run(tmp_path_factory):
+  """(exp, base, result, the base's values before training): one 2-step LoRA run."""
+  exp = _exp(tmp_path_factory.mktemp('lora'))
   base = exp.init_params(0)
   before = _flat(base)
-  result = train_score(exp, base, base)
+  return exp, base, train_score(exp, base, base), before
+
+
+def test_lora_score_trains_checkpoints_and_exports_adapters_only(lora_run, tmp_path):
+  exp, base, result, before = lora_run
   assert result.steps == 2 and result.adapters is not None
   for k, v in _flat(base).items():   # the base is frozen
     np.testing.assert_array_equal(v, before[k])
@@ -84,3 +91,19 @@ def test_lora_sft_returns_the_merged_policy_and_keeps_the_base(tmp_path):
     np.testing.assert_array_equal(v, before[k])
   changed = {k for k in after if not np.array_equal(after[k], before[k])}
   assert changed == {f'layers/{t}' for t in lora.TARGETS if f'layers/{t}' in before}
+
+
+def test_lora_resume_after_a_stop_is_bit_exact(lora_run, tmp_path):
+  # Reference: the same LoRA run without a stop (resume restores adapters + moments).
+  _, base, straight, _ = lora_run
+  first = train_score(_exp(tmp_path / 'b'), base, base, stop_after=1)   # then "killed"
+  assert first.steps == 1
+  resumed = train_score(_exp(tmp_path / 'b'), base, base)
+  assert resumed.steps == 2
+  assert ([h['prompts'] for h in first.history + resumed.history]
+          == [h['prompts'] for h in straight.history])
+  want = _flat(straight.adapters)
+  got = _flat(resumed.adapters)
+  assert got.keys() == want.keys()
+  for k, v in got.items():
+    np.testing.assert_array_equal(v, want[k])
