@@ -50,11 +50,11 @@ def main(argv):
   if MERGE.value:
     paths = [common.resolve(p) for p in MERGE.value]
     try:
-      text = study.merged_ablation_table(cfg, paths, methods)
+      per_seed, text = study.merged_ablation_table(cfg, paths, methods)
     except (ValueError, FileNotFoundError) as e:
       common.fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)
-    study.write_results(out, study.merged(paths), text)
+    study.write_results(out, per_seed, text)
     print(text)
     return
   _, text = study.run_seeds(

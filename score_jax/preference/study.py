@@ -172,5 +172,5 @@ def merged_table(cfg, paths: Iterable[pathlib.Path], methods: Sequence[str],
   per_seed = training_study.merged(paths)
   training_study.missing_results(per_seed, methods, paths)
   return table(cfg, per_seed, methods,
-               f'{training_study.summed_wall_s(per_seed):.0f} s summed over the methods (without the base_sft phases)',
+               f'{training_study.summed_wall_s(per_seed):.0f} s {training_study.SUMMED_WALL}',
                pair_problems)

@@ -132,7 +132,8 @@ def _step(parts: ScoreParts, cfg: LoopConfig, state: TrainState, ref_params, bas
 
 
 def run(parts: ScoreParts, cfg: LoopConfig, state: TrainState, ref_params: nnx.State, *,
-        start: int, end: int, on_log: Callable[[int, dict], None] | None = None) -> tuple[TrainState, list[dict]]:
+        start: int, end: int, on_log: Callable[[int, dict], None] | None = None
+        ) -> tuple[TrainState, list[dict]]:
   """Steps start..end-1 of the schedule; returns (state, one logged row per step).
 
   ref_params is also the base model of Stage II's base-y1 rows; its sampler copy

@@ -91,6 +91,10 @@ def missing_results(per_seed: PerSeed, keys: Sequence[str], paths: Sequence) -> 
                        f'{missing}; expected every one of {list(keys)}')
 
 
+# What a merged table's wall time covers (seeds or methods run in separate processes).
+SUMMED_WALL = 'summed over the methods (without the base_sft phases)'
+
+
 def summed_wall_s(per_seed: PerSeed) -> float:
   """The methods' wall_s summed over seeds (their base_sft phases not included)."""
   return sum(r.get('wall_s', 0.0) for res in per_seed.values() for r in res.values()
@@ -268,13 +272,14 @@ def ablation_table(cfg, per_seed: PerSeed, methods: Sequence[str], wall_s: float
   return '\n'.join(lines)
 
 
-def merged_ablation_table(cfg, paths: Sequence[pathlib.Path], methods: Sequence[str]) -> str:
-  """ablation_table of merged() runs (e.g. one process per seed).
+def merged_ablation_table(cfg, paths: Sequence[pathlib.Path],
+                          methods: Sequence[str]) -> tuple[PerSeed, str]:
+  """(merged() results, their ablation_table), e.g. of one process per seed.
 
   Raises:
     ValueError: a seed has no results for one of `methods` (one line).
   """
   per_seed = merged(paths)
   missing_results(per_seed, [f'{m}@{cfg.eval.temperatures[0]:g}' for m in methods], paths)
-  return ablation_table(cfg, per_seed, methods, summed_wall_s(per_seed),
-                        ' summed over the methods (without the base_sft phases)')
+  return per_seed, ablation_table(cfg, per_seed, methods, summed_wall_s(per_seed),
+                                  f' {SUMMED_WALL}')

@@ -116,7 +116,8 @@ def test_merged_ablation_table_joins_seeds_run_apart(tmp_path):
   a.write_text(json.dumps({'0': {'score@0': {**_row(0.1), 'wall_s': 100.4}}}))
   b.write_text(json.dumps({'1': {'score@0': {**_row(0.3), 'wall_s': 50.3},
                                  'base@0': _row(0.0)}}))
-  text = study.merged_ablation_table(cfg, [a, b], ['score'])
+  per_seed, text = study.merged_ablation_table(cfg, [a, b], ['score'])
+  assert list(per_seed) == [0, 1]
   # Mean Delta 20 points over seeds 10 and 30: t-interval 20 +- 12.706 * 14.14 / sqrt(2).
   half = 100 * T_975_DF1 * (0.2 ** 2 / 2) ** 0.5 / 2 ** 0.5
   assert f'| **SCoRe, mean** | 50.0 | 50.0 | 20.0 [{20 - half:.1f}, {20 + half:.1f}] |' in text
