@@ -1,9 +1,9 @@
 """Reading XLA's optimized HLO text: which instructions copy a weight, and where.
 
-Used by the decode-step regression test and the benchmarks to count the
-parameter-sized copies a compiled program makes (XLA moves weights around when
-a matmul wants another layout than the stored one, or when a loop slices a
-stacked weight). Works on `jax.jit(f).lower(...).compile().as_text()`.
+Used by the decode-step regression tests and the benchmarks to count the
+parameter- or KV-cache-sized copies a compiled program makes (XLA moves an
+array when a matmul wants another layout than the stored one, or when a loop
+slices a stacked one). Works on `jax.jit(f).lower(...).compile().as_text()`.
 """
 from __future__ import annotations
 
@@ -91,15 +91,21 @@ def weight_sizes(params) -> set[int]:
   return sizes
 
 
-def weight_copies(hlo_text: str, params, loops_only: bool = False) -> list[Instruction]:
-  """Copy-like instructions (COPY_OPS, also inside fusions) of a weight's size.
+def copies_of_size(hlo_text: str, sizes: set[int],
+                   loops_only: bool = False) -> list[Instruction]:
+  """Copy-like instructions (COPY_OPS, also inside fusions) of any of `sizes` elements.
 
   loops_only: only those a while loop runs on every iteration (e.g. every step
   of a decode loop), not those done once around it.
   """
   instructions, _ = parse(hlo_text)
-  sizes = weight_sizes(params)
   inside = loop_computations(hlo_text) if loops_only else None
   return [i for i in instructions
           if i.opcode in COPY_OPS and i.size in sizes
           and (inside is None or i.computation in inside)]
+
+
+def weight_copies(hlo_text: str, params, loops_only: bool = False) -> list[Instruction]:
+  """Copy-like instructions of a weight's size (see copies_of_size)."""
+  return copies_of_size(hlo_text, weight_sizes(params), loops_only)
+

@@ -181,11 +181,11 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
                cache_kv=None, cache_index=None):
-    """Returns (out_BTD, (k_BTKH, v_BTKH)): the new tokens' keys and values.
+    """Returns (out_BTD, (k_BKTH, v_BKTH)): the new tokens' keys and values.
 
     mask_BTS: which key slots each query may see (causal, padding and, for local
     layers, the sliding window already folded in by the caller). With a cache
-    (this layer's (k_BSKH, v_BSKH)), queries attend over it with the new keys and
+    (this layer's (k_BKSH, v_BKSH)), queries attend over it with the new keys and
     values at slots [cache_index, cache_index + T); the caller stores them there
     (Transformer writes every layer's at once, so no layer re-emits its cache).
     """
@@ -198,28 +198,30 @@ class Attention(nnx.Module):
     k_BTKH = apply_rope(k_BTKH, positions_BT, rope_base, rope_scale)
     q_BTNH = q_BTNH * jnp.asarray(cfg.query_scale, q_BTNH.dtype)
 
+    # Heads before slots, the cache's layout (models.transformer.KVCache).
+    k_BKTH, v_BKTH = k_BTKH.swapaxes(1, 2), v_BTKH.swapaxes(1, 2)
     if cache_kv is None:
-      k_BSKH, v_BSKH = k_BTKH, v_BTKH
+      k_BKSH, v_BKSH = k_BKTH, v_BKTH
     else:
-      ck_BSKH, cv_BSKH = cache_kv
-      k_BTKH, v_BTKH = k_BTKH.astype(ck_BSKH.dtype), v_BTKH.astype(cv_BSKH.dtype)
-      start = (0, cache_index, 0, 0)
-      k_BSKH = jax.lax.dynamic_update_slice(ck_BSKH, k_BTKH, start)
-      v_BSKH = jax.lax.dynamic_update_slice(cv_BSKH, v_BTKH, start)
+      ck_BKSH, cv_BKSH = cache_kv
+      k_BKTH, v_BKTH = k_BKTH.astype(ck_BKSH.dtype), v_BKTH.astype(cv_BKSH.dtype)
+      start = (0, 0, cache_index, 0)
+      k_BKSH = jax.lax.dynamic_update_slice(ck_BKSH, k_BKTH, start)
+      v_BKSH = jax.lax.dynamic_update_slice(cv_BKSH, v_BKTH, start)
 
     b, t, n, h = q_BTNH.shape
     kh = cfg.num_kv_heads
     q_BTKGH = q_BTNH.reshape(b, t, kh, n // kh, h)
-    logits_BTKGS = jnp.einsum('BTKGH,BSKH->BTKGS', q_BTKGH, k_BSKH.astype(q_BTNH.dtype))
+    logits_BTKGS = jnp.einsum('BTKGH,BKSH->BTKGS', q_BTKGH, k_BKSH.astype(q_BTNH.dtype))
     logits_BTKGS = logits_BTKGS.astype(jnp.float32)
     if cfg.attn_logits_softcap is not None:
       cap = cfg.attn_logits_softcap
       logits_BTKGS = jnp.tanh(logits_BTKGS / cap) * cap
     logits_BTKGS = jnp.where(mask_BTS[:, :, None, None, :], logits_BTKGS, _MASK_VALUE)
     probs_BTKGS = jax.nn.softmax(logits_BTKGS, axis=-1).astype(x_BTD.dtype)
-    enc_BTKGH = jnp.einsum('BTKGS,BSKH->BTKGH', probs_BTKGS, v_BSKH.astype(x_BTD.dtype))
+    enc_BTKGH = jnp.einsum('BTKGS,BKSH->BTKGH', probs_BTKGS, v_BKSH.astype(x_BTD.dtype))
     out_BTD = project(enc_BTKGH.reshape(b, t, n, h), self.attn_vec_einsum.w[...], 2)
-    return out_BTD, (k_BTKH, v_BTKH)
+    return out_BTD, (k_BKTH, v_BKTH)
 
 
 class FeedForward(nnx.Module):

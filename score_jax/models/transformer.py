@@ -32,9 +32,16 @@ REMAT_POLICIES = {
 
 @struct.dataclass
 class KVCache:
-  """Keys/values of every layer for S slots, and the position held in each slot."""
-  k_LBSKH: jax.Array
-  v_LBSKH: jax.Array
+  """Keys/values of every layer for S slots, and the position held in each slot.
+
+  One array per layer (tuples of L), laid out heads before slots: a decode step
+  then writes its token into each layer's buffer in place and the attention
+  matmuls read it as stored. A stacked [L, ...] cache would be sliced per layer
+  (a copy of that layer's cache on every step), and a slots-before-heads one
+  transposed for the matmuls (XLA:CPU copies it), see tests/sampling/test_decode.py.
+  """
+  k_BKSH: tuple[jax.Array, ...]
+  v_BKSH: tuple[jax.Array, ...]
   pos_BS: jax.Array
 
   @property
@@ -46,9 +53,10 @@ def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) ->
   if cfg.architecture == 'gemma4':  # per-kind stacks (models/gemma4.py)
     from score_jax.models import gemma4  # pylint: disable=g-import-not-at-top
     return gemma4.init_cache(cfg, batch_size, num_slots, dtype)
-  shape = (cfg.num_layers, batch_size, num_slots, cfg.num_kv_heads, cfg.head_dim)
+  shape = (batch_size, cfg.num_kv_heads, num_slots, cfg.head_dim)
   dtype = dtype or cfg.jnp_dtype
-  return KVCache(k_LBSKH=jnp.zeros(shape, dtype), v_LBSKH=jnp.zeros(shape, dtype),
+  zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+  return KVCache(k_BKSH=zeros(), v_BKSH=zeros(),
                  pos_BS=jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
@@ -187,10 +195,12 @@ class Transformer(nnx.Module):
     policy = REMAT_POLICIES[cfg.remat]
     if cfg.remat != 'none':
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    kv_in = None if cache is None else (cache.k_LBSKH, cache.v_LBSKH)
     if layers is not None:
+      kv_in = None if cache is None else (cache.k_BKSH, cache.v_BKSH)
       x_BTD, kv_out = _unrolled(body, x_BTD, layers, is_local_L, kv_in)
     else:
+      # Stacked once per call for the scan (prefill or a chunk, never a decode step).
+      kv_in = None if cache is None else (jnp.stack(cache.k_BKSH), jnp.stack(cache.v_BKSH))
       # scan_layers=False unrolls the loop: same program per layer, compile time ~ L.
       x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
                                    unroll=1 if cfg.scan_layers else cfg.num_layers)
@@ -221,13 +231,16 @@ def _local_mask(cfg: ModelConfig, positions_BT: jax.Array, key_pos_BS: jax.Array
 
 def _write_cache(cache: KVCache, kv_out: tuple[jax.Array, jax.Array],
                  cache_index: jax.Array | int, key_pos_BS: jax.Array) -> KVCache:
-  """`cache` with the new tokens' K/V (kv_out, [L, B, T, K, H] each) written at
-  slot cache_index, and the key positions from _key_positions."""
-  start = (0, 0, cache_index, 0, 0)
-  return KVCache(
-      k_LBSKH=jax.lax.dynamic_update_slice(cache.k_LBSKH, kv_out[0], start),
-      v_LBSKH=jax.lax.dynamic_update_slice(cache.v_LBSKH, kv_out[1], start),
-      pos_BS=key_pos_BS)
+  """`cache` with the new tokens' K/V (kv_out, [L, B, K, T, H] each) written at
+  slot cache_index of each layer, and the key positions from _key_positions.
+
+  In the unrolled decode step this is the same update Attention made for its
+  reads, so XLA does it once, in place."""
+  start = (0, 0, cache_index, 0)
+  write = lambda c_L, new_LBKTH: tuple(jax.lax.dynamic_update_slice(c, new_LBKTH[l], start)
+                                       for l, c in enumerate(c_L))
+  return KVCache(k_BKSH=write(cache.k_BKSH, kv_out[0]),
+                 v_BKSH=write(cache.v_BKSH, kv_out[1]), pos_BS=key_pos_BS)
 
 
 def _unrolled(body, x_BTD, layers, is_local_L, kv_in):

@@ -1,4 +1,4 @@
-"""The compiled decode loop moves no weights: no per-step weight copies in its HLO.
+"""The compiled decode loop moves no weights and no KV cache: no per-step copies in its HLO.
 
 Reference: XLA's own optimized HLO of the jitted decode (score_jax.hlo reads it).
 A step that transposed or sliced a weight on every call would re-read and
@@ -38,6 +38,19 @@ def test_decode_loop_copies_no_weight(name, overrides):
   text, params = _decode_hlo(cfg, batch=2, prompt=5, slots=11)
   assert hlo.loop_computations(text), 'expected a while loop in the decode HLO'
   copies = hlo.weight_copies(text, params, loops_only=True)
+  assert not copies, '\n'.join(i.line[:160] for i in copies)
+
+
+def test_decode_loop_copies_no_kv_cache():
+  """Each step writes its token into every layer's cache in place and the
+  attention matmuls read the cache as stored: no instruction the loop runs
+  copies, slices or transposes an array the size of one layer's cache or of all
+  layers' keys (such a copy costs B x S x K x H per layer per token)."""
+  cfg = get_preset('gemma3_tiny')          # grouped-query: 2 KV heads of 4
+  b, slots = 2, 11
+  text, _ = _decode_hlo(cfg, batch=b, prompt=5, slots=slots)
+  layer = b * slots * cfg.num_kv_heads * cfg.head_dim
+  copies = hlo.copies_of_size(text, {layer, layer * cfg.num_layers}, loops_only=True)
   assert not copies, '\n'.join(i.line[:160] for i in copies)
 
 
