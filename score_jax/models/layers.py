@@ -181,13 +181,15 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
                cache_kv=None, cache_index=None):
-    """Returns (out_BTD, (k_BKTH, v_BKTH)): the new tokens' keys and values.
+    """Returns (out_BTD, new_kv, full_kv): new_kv = (k_BKHT, v_BKTH), the new
+    tokens' keys and values; full_kv = (k_BKHS, v_BKSH), those attended to.
 
     mask_BTS: which key slots each query may see (causal, padding and, for local
     layers, the sliding window already folded in by the caller). With a cache
-    (this layer's (k_BKSH, v_BKSH)), queries attend over it with the new keys and
-    values at slots [cache_index, cache_index + T); the caller stores them there
-    (Transformer writes every layer's at once, so no layer re-emits its cache).
+    (this layer's (k_BKHS, v_BKSH)), queries attend over it with new_kv written
+    at slots [cache_index, cache_index + T): full_kv is the updated cache. The
+    caller keeps it (a decode step, in place) or writes new_kv itself (a scanned
+    forward, which must not stack every layer's whole cache).
     """
     cfg = self.cfg
     q_BTNH, k_BTKH, v_BTKH = self._project_qkv(x_BTD)
@@ -198,21 +200,21 @@ class Attention(nnx.Module):
     k_BTKH = apply_rope(k_BTKH, positions_BT, rope_base, rope_scale)
     q_BTNH = q_BTNH * jnp.asarray(cfg.query_scale, q_BTNH.dtype)
 
-    # Heads before slots, the cache's layout (models.transformer.KVCache).
-    k_BKTH, v_BKTH = k_BTKH.swapaxes(1, 2), v_BTKH.swapaxes(1, 2)
+    # The cache's layouts (models.transformer.KVCache): each matmul's operand as
+    # XLA:CPU wants it, keys [B, K, H, S] and values [B, K, S, H].
+    k_BKHT, v_BKTH = k_BTKH.transpose(0, 2, 3, 1), v_BTKH.swapaxes(1, 2)
     if cache_kv is None:
-      k_BKSH, v_BKSH = k_BKTH, v_BKTH
+      k_BKHS, v_BKSH = k_BKHT, v_BKTH
     else:
-      ck_BKSH, cv_BKSH = cache_kv
-      k_BKTH, v_BKTH = k_BKTH.astype(ck_BKSH.dtype), v_BKTH.astype(cv_BKSH.dtype)
-      start = (0, 0, cache_index, 0)
-      k_BKSH = jax.lax.dynamic_update_slice(ck_BKSH, k_BKTH, start)
-      v_BKSH = jax.lax.dynamic_update_slice(cv_BKSH, v_BKTH, start)
+      ck_BKHS, cv_BKSH = cache_kv
+      k_BKHT, v_BKTH = k_BKHT.astype(ck_BKHS.dtype), v_BKTH.astype(cv_BKSH.dtype)
+      k_BKHS = jax.lax.dynamic_update_slice(ck_BKHS, k_BKHT, (0, 0, 0, cache_index))
+      v_BKSH = jax.lax.dynamic_update_slice(cv_BKSH, v_BKTH, (0, 0, cache_index, 0))
 
     b, t, n, h = q_BTNH.shape
     kh = cfg.num_kv_heads
     q_BTKGH = q_BTNH.reshape(b, t, kh, n // kh, h)
-    logits_BTKGS = jnp.einsum('BTKGH,BKSH->BTKGS', q_BTKGH, k_BKSH.astype(q_BTNH.dtype))
+    logits_BTKGS = jnp.einsum('BTKGH,BKHS->BTKGS', q_BTKGH, k_BKHS.astype(q_BTNH.dtype))
     logits_BTKGS = logits_BTKGS.astype(jnp.float32)
     if cfg.attn_logits_softcap is not None:
       cap = cfg.attn_logits_softcap
@@ -221,7 +223,7 @@ class Attention(nnx.Module):
     probs_BTKGS = jax.nn.softmax(logits_BTKGS, axis=-1).astype(x_BTD.dtype)
     enc_BTKGH = jnp.einsum('BTKGS,BKSH->BTKGH', probs_BTKGS, v_BKSH.astype(x_BTD.dtype))
     out_BTD = project(enc_BTKGH.reshape(b, t, n, h), self.attn_vec_einsum.w[...], 2)
-    return out_BTD, (k_BKTH, v_BKTH)
+    return out_BTD, (k_BKHT, v_BKTH), (k_BKHS, v_BKSH)
 
 
 class FeedForward(nnx.Module):

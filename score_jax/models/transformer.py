@@ -34,13 +34,13 @@ REMAT_POLICIES = {
 class KVCache:
   """Keys/values of every layer for S slots, and the position held in each slot.
 
-  One array per layer (tuples of L), laid out heads before slots: a decode step
-  then writes its token into each layer's buffer in place and the attention
-  matmuls read it as stored. A stacked [L, ...] cache would be sliced per layer
-  (a copy of that layer's cache on every step), and a slots-before-heads one
-  transposed for the matmuls (XLA:CPU copies it), see tests/sampling/test_decode.py.
+  One array per layer (tuples of L), keys [B, K, H, S] and values [B, K, S, H]:
+  a decode step writes its token into each layer's buffers in place and the
+  attention matmuls read them as stored. A stacked [L, ...] cache would be
+  sliced per layer (a copy of that layer's cache on every step), and another
+  layout transposed for the matmuls (XLA:CPU copies it); tests/sampling/test_decode.py.
   """
-  k_BKSH: tuple[jax.Array, ...]
+  k_BKHS: tuple[jax.Array, ...]
   v_BKSH: tuple[jax.Array, ...]
   pos_BS: jax.Array
 
@@ -53,10 +53,10 @@ def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) ->
   if cfg.architecture == 'gemma4':  # per-kind stacks (models/gemma4.py)
     from score_jax.models import gemma4  # pylint: disable=g-import-not-at-top
     return gemma4.init_cache(cfg, batch_size, num_slots, dtype)
-  shape = (batch_size, cfg.num_kv_heads, num_slots, cfg.head_dim)
+  b, k, s, h = batch_size, cfg.num_kv_heads, num_slots, cfg.head_dim
   dtype = dtype or cfg.jnp_dtype
-  zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-  return KVCache(k_BKSH=zeros(), v_BKSH=zeros(),
+  zeros = lambda *shape: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+  return KVCache(k_BKHS=zeros(b, k, h, s), v_BKSH=zeros(b, k, s, h),
                  pos_BS=jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
@@ -83,15 +83,15 @@ class Block(nnx.Module):
 
   def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
                cache_kv=None, cache_index=None):
-    h_BTD, kv = self.attn(self.pre_attention_norm(x_BTD), positions_BT, mask_BTS,
-                          rope_base, rope_scale, cache_kv, cache_index)
+    h_BTD, new_kv, full_kv = self.attn(self.pre_attention_norm(x_BTD), positions_BT,
+                                       mask_BTS, rope_base, rope_scale, cache_kv, cache_index)
     if self.cfg.use_post_attn_norm:
       h_BTD = self.post_attention_norm(h_BTD)
     x_BTD = x_BTD + h_BTD
     h_BTD = self.mlp(self.pre_ffw_norm(x_BTD))
     if self.cfg.use_post_ffw_norm:
       h_BTD = self.post_ffw_norm(h_BTD)
-    return x_BTD + h_BTD, kv
+    return x_BTD + h_BTD, new_kv, full_kv
 
 
 def stacked_blocks(make_block: Callable[[nnx.Rngs], nnx.Module], n: int,
@@ -186,27 +186,30 @@ class Transformer(nnx.Module):
       mask_BTS = jnp.where(is_local, local_mask_BTS, attn_mask_BTS)
       base = jnp.where(is_local, cfg.rope_base_local, cfg.rope_base_global)
       scale = jnp.where(is_local, 1.0, cfg.rope_scale_global)
-      x_BTD, new_kv = block(x_BTD, positions_BT, mask_BTS, base, scale, kv, cache_index)
-      x_BTD = constrain(x_BTD)
-      # Emit only the new tokens' K/V (nothing without a cache): stacking each
-      # layer's whole cache would copy all L x S slots at every decode step.
-      return x_BTD, (new_kv if kv is not None else None)
+      x_BTD, new_kv, full_kv = block(x_BTD, positions_BT, mask_BTS, base, scale, kv,
+                                     cache_index)
+      # Unrolled: this layer's updated cache, kept as is (in place). Scanned: only
+      # the new tokens' K/V, as stacking every layer's whole cache would copy it.
+      return constrain(x_BTD), (None if kv is None else full_kv if unrolled else new_kv)
 
     policy = REMAT_POLICIES[cfg.remat]
     if cfg.remat != 'none':
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    if layers is not None:
-      kv_in = None if cache is None else (cache.k_BKSH, cache.v_BKSH)
-      x_BTD, kv_out = _unrolled(body, x_BTD, layers, is_local_L, kv_in)
+    unrolled = layers is not None
+    if unrolled:
+      kv_in = None if cache is None else (cache.k_BKHS, cache.v_BKSH)
+      x_BTD, kv_L = _unrolled(body, x_BTD, layers, is_local_L, kv_in)
+      new_cache = None if cache is None else KVCache(
+          k_BKHS=tuple(k for k, _ in kv_L), v_BKSH=tuple(v for _, v in kv_L),
+          pos_BS=key_pos_BS)
     else:
       # Stacked once per call for the scan (prefill or a chunk, never a decode step).
-      kv_in = None if cache is None else (jnp.stack(cache.k_BKSH), jnp.stack(cache.v_BKSH))
+      kv_in = None if cache is None else (jnp.stack(cache.k_BKHS), jnp.stack(cache.v_BKSH))
       # scan_layers=False unrolls the loop: same program per layer, compile time ~ L.
       x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
                                    unroll=1 if cfg.scan_layers else cfg.num_layers)
-
-    new_cache = (None if cache is None else
-                 _write_cache(cache, kv_out, cache_index, key_pos_BS))
+      new_cache = (None if cache is None else
+                   _write_cache(cache, kv_out, cache_index, key_pos_BS))
     return self.final_norm(x_BTD), new_cache
 
 
@@ -231,26 +234,24 @@ def _local_mask(cfg: ModelConfig, positions_BT: jax.Array, key_pos_BS: jax.Array
 
 def _write_cache(cache: KVCache, kv_out: tuple[jax.Array, jax.Array],
                  cache_index: jax.Array | int, key_pos_BS: jax.Array) -> KVCache:
-  """`cache` with the new tokens' K/V (kv_out, [L, B, K, T, H] each) written at
-  slot cache_index of each layer, and the key positions from _key_positions.
-
-  In the unrolled decode step this is the same update Attention made for its
-  reads, so XLA does it once, in place."""
-  start = (0, 0, cache_index, 0)
-  write = lambda c_L, new_LBKTH: tuple(jax.lax.dynamic_update_slice(c, new_LBKTH[l], start)
-                                       for l, c in enumerate(c_L))
-  return KVCache(k_BKSH=write(cache.k_BKSH, kv_out[0]),
-                 v_BKSH=write(cache.v_BKSH, kv_out[1]), pos_BS=key_pos_BS)
+  """`cache` with the new tokens' K/V (kv_out: [L, B, K, H, T] keys, [L, B, K, T, H]
+  values) written at slot cache_index of each layer, and the key positions."""
+  write = lambda c_L, new_L, start: tuple(
+      jax.lax.dynamic_update_slice(c, new_L[l], start) for l, c in enumerate(c_L))
+  return KVCache(k_BKHS=write(cache.k_BKHS, kv_out[0], (0, 0, 0, cache_index)),
+                 v_BKSH=write(cache.v_BKSH, kv_out[1], (0, 0, cache_index, 0)),
+                 pos_BS=key_pos_BS)
 
 
 def _unrolled(body, x_BTD, layers, is_local_L, kv_in):
-  """jax.lax.scan(body, ...) as a Python loop over per-layer states."""
+  """jax.lax.scan(body, ...) as a Python loop over per-layer states and caches;
+  the per-layer outputs as a list (unstacked)."""
   outs = []
   for l, state_l in enumerate(layers):
     kv = None if kv_in is None else (kv_in[0][l], kv_in[1][l])
     x_BTD, out = body(x_BTD, (state_l, is_local_L[l], kv))
     outs.append(out)
-  return x_BTD, jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return x_BTD, outs
 
 
 # Elements of one slice's float32 logits when scoring many positions (256 MiB).
