@@ -70,7 +70,7 @@ def decode_step_cost(cfg, b: int, s: int) -> dict:
   compiled = jax.jit(step, donate_argnums=2).lower(
       params, layers, state, jax.ShapeDtypeStruct((), jax.random.key(0).dtype)).compile()
   nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-  must = nbytes(params) + nbytes((state.cache.k_BKHS, state.cache.v_BKSH))
+  must = nbytes(params) + nbytes((state.cache.k_XSH, state.cache.v_XHS))
   got = _cost(compiled)['bytes accessed']
   return dict(bytes_accessed=got, params_plus_kv_bytes=must, ratio=got / must,
               weight_copies=len(hlo.weight_copies(compiled.as_text(), params)))

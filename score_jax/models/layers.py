@@ -181,12 +181,12 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BTD, positions_BT, mask_BTS, rope_base, rope_scale,
                cache_kv=None, cache_index=None):
-    """Returns (out_BTD, new_kv, full_kv): new_kv = (k_BKHT, v_BKTH), the new
-    tokens' keys and values; full_kv = (k_BKHS, v_BKSH), those attended to.
+    """Returns (out_BTD, new_kv, full_kv): new_kv = (k_XTH, v_XHT), the new
+    tokens' keys and values; full_kv = (k_XSH, v_XHS), those attended to.
 
     mask_BTS: which key slots each query may see (causal, padding and, for local
     layers, the sliding window already folded in by the caller). With a cache
-    (this layer's (k_BKHS, v_BKSH)), queries attend over it with new_kv written
+    (this layer's (k_XSH, v_XHS)), queries attend over it with new_kv written
     at slots [cache_index, cache_index + T): full_kv is the updated cache. The
     caller keeps it (a decode step, in place) or writes new_kv itself (a scanned
     forward, which must not stack every layer's whole cache).
@@ -200,30 +200,35 @@ class Attention(nnx.Module):
     k_BTKH = apply_rope(k_BTKH, positions_BT, rope_base, rope_scale)
     q_BTNH = q_BTNH * jnp.asarray(cfg.query_scale, q_BTNH.dtype)
 
-    # The cache's layouts (models.transformer.KVCache): each matmul's operand as
-    # XLA:CPU wants it, keys [B, K, H, S] and values [B, K, S, H].
-    k_BKHT, v_BKTH = k_BTKH.transpose(0, 2, 3, 1), v_BTKH.swapaxes(1, 2)
-    if cache_kv is None:
-      k_BKHS, v_BKSH = k_BKHT, v_BKTH
-    else:
-      ck_BKHS, cv_BKSH = cache_kv
-      k_BKHT, v_BKTH = k_BKHT.astype(ck_BKHS.dtype), v_BKTH.astype(cv_BKSH.dtype)
-      k_BKHS = jax.lax.dynamic_update_slice(ck_BKHS, k_BKHT, (0, 0, 0, cache_index))
-      v_BKSH = jax.lax.dynamic_update_slice(cv_BKSH, v_BKTH, (0, 0, cache_index, 0))
-
+    # The cache's layout (models.transformer.KVCache): rows X = B x K, keys
+    # [X, S, H], values [X, H, S], so both matmuls are 3-D with the contracted
+    # dim last, the operand layout XLA:CPU reads in place.
     b, t, n, h = q_BTNH.shape
-    kh = cfg.num_kv_heads
-    q_BTKGH = q_BTNH.reshape(b, t, kh, n // kh, h)
-    logits_BTKGS = jnp.einsum('BTKGH,BKHS->BTKGS', q_BTKGH, k_BKHS.astype(q_BTNH.dtype))
-    logits_BTKGS = logits_BTKGS.astype(jnp.float32)
+    kh, g = cfg.num_kv_heads, n // cfg.num_kv_heads
+    k_XTH = k_BTKH.swapaxes(1, 2).reshape(b * kh, t, h)
+    v_XHT = v_BTKH.transpose(0, 2, 3, 1).reshape(b * kh, h, t)
+    if cache_kv is None:
+      k_XSH, v_XHS = k_XTH, v_XHT
+    else:
+      ck_XSH, cv_XHS = cache_kv
+      k_XTH, v_XHT = k_XTH.astype(ck_XSH.dtype), v_XHT.astype(cv_XHS.dtype)
+      k_XSH = jax.lax.dynamic_update_slice(ck_XSH, k_XTH, (0, cache_index, 0))
+      v_XHS = jax.lax.dynamic_update_slice(cv_XHS, v_XHT, (0, 0, cache_index))
+
+    # M = T x G: each KV head's queries.
+    q_XMH = q_BTNH.reshape(b, t, kh, g, h).swapaxes(1, 2).reshape(b * kh, t * g, h)
+    logits_XMS = jnp.einsum('XMH,XSH->XMS', q_XMH, k_XSH.astype(q_BTNH.dtype))
+    logits_BKTGS = logits_XMS.astype(jnp.float32).reshape(b, kh, t, g, -1)
     if cfg.attn_logits_softcap is not None:
       cap = cfg.attn_logits_softcap
-      logits_BTKGS = jnp.tanh(logits_BTKGS / cap) * cap
-    logits_BTKGS = jnp.where(mask_BTS[:, :, None, None, :], logits_BTKGS, _MASK_VALUE)
-    probs_BTKGS = jax.nn.softmax(logits_BTKGS, axis=-1).astype(x_BTD.dtype)
-    enc_BTKGH = jnp.einsum('BTKGS,BKSH->BTKGH', probs_BTKGS, v_BKSH.astype(x_BTD.dtype))
-    out_BTD = project(enc_BTKGH.reshape(b, t, n, h), self.attn_vec_einsum.w[...], 2)
-    return out_BTD, (k_BKHT, v_BKTH), (k_BKHS, v_BKSH)
+      logits_BKTGS = jnp.tanh(logits_BKTGS / cap) * cap
+    logits_BKTGS = jnp.where(mask_BTS[:, None, :, None, :], logits_BKTGS, _MASK_VALUE)
+    probs_XMS = jax.nn.softmax(logits_BKTGS, axis=-1).astype(x_BTD.dtype).reshape(
+        b * kh, t * g, -1)
+    enc_XMH = jnp.einsum('XMS,XHS->XMH', probs_XMS, v_XHS.astype(x_BTD.dtype))
+    enc_BTNH = enc_XMH.reshape(b, kh, t, g, h).swapaxes(1, 2).reshape(b, t, n, h)
+    out_BTD = project(enc_BTNH, self.attn_vec_einsum.w[...], 2)
+    return out_BTD, (k_XTH, v_XHT), (k_XSH, v_XHS)
 
 
 class FeedForward(nnx.Module):

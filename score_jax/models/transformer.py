@@ -34,14 +34,14 @@ REMAT_POLICIES = {
 class KVCache:
   """Keys/values of every layer for S slots, and the position held in each slot.
 
-  One array per layer (tuples of L), keys [B, K, H, S] and values [B, K, S, H]:
-  a decode step writes its token into each layer's buffers in place and the
-  attention matmuls read them as stored. A stacked [L, ...] cache would be
+  One array per layer (tuples of L), rows X = B x K (batch-major), keys
+  [X, S, H] and values [X, H, S]: a decode step writes its token into each
+  layer's buffers in place and the attention matmuls read them as stored. A stacked [L, ...] cache would be
   sliced per layer (a copy of that layer's cache on every step), and another
   layout transposed for the matmuls (XLA:CPU copies it); tests/sampling/test_decode.py.
   """
-  k_BKHS: tuple[jax.Array, ...]
-  v_BKSH: tuple[jax.Array, ...]
+  k_XSH: tuple[jax.Array, ...]
+  v_XHS: tuple[jax.Array, ...]
   pos_BS: jax.Array
 
   @property
@@ -56,7 +56,7 @@ def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) ->
   b, k, s, h = batch_size, cfg.num_kv_heads, num_slots, cfg.head_dim
   dtype = dtype or cfg.jnp_dtype
   zeros = lambda *shape: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-  return KVCache(k_BKHS=zeros(b, k, h, s), v_BKSH=zeros(b, k, s, h),
+  return KVCache(k_XSH=zeros(b * k, s, h), v_XHS=zeros(b * k, h, s),
                  pos_BS=jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
@@ -197,14 +197,14 @@ class Transformer(nnx.Module):
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
     unrolled = layers is not None
     if unrolled:
-      kv_in = None if cache is None else (cache.k_BKHS, cache.v_BKSH)
+      kv_in = None if cache is None else (cache.k_XSH, cache.v_XHS)
       x_BTD, kv_L = _unrolled(body, x_BTD, layers, is_local_L, kv_in)
       new_cache = None if cache is None else KVCache(
-          k_BKHS=tuple(k for k, _ in kv_L), v_BKSH=tuple(v for _, v in kv_L),
+          k_XSH=tuple(k for k, _ in kv_L), v_XHS=tuple(v for _, v in kv_L),
           pos_BS=key_pos_BS)
     else:
       # Stacked once per call for the scan (prefill or a chunk, never a decode step).
-      kv_in = None if cache is None else (jnp.stack(cache.k_BKHS), jnp.stack(cache.v_BKSH))
+      kv_in = None if cache is None else (jnp.stack(cache.k_XSH), jnp.stack(cache.v_XHS))
       # scan_layers=False unrolls the loop: same program per layer, compile time ~ L.
       x_BTD, kv_out = jax.lax.scan(body, x_BTD, (layer_state, is_local_L, kv_in),
                                    unroll=1 if cfg.scan_layers else cfg.num_layers)
@@ -234,12 +234,12 @@ def _local_mask(cfg: ModelConfig, positions_BT: jax.Array, key_pos_BS: jax.Array
 
 def _write_cache(cache: KVCache, kv_out: tuple[jax.Array, jax.Array],
                  cache_index: jax.Array | int, key_pos_BS: jax.Array) -> KVCache:
-  """`cache` with the new tokens' K/V (kv_out: [L, B, K, H, T] keys, [L, B, K, T, H]
+  """`cache` with the new tokens' K/V (kv_out: [L, X, T, H] keys, [L, X, H, T]
   values) written at slot cache_index of each layer, and the key positions."""
   write = lambda c_L, new_L, start: tuple(
       jax.lax.dynamic_update_slice(c, new_L[l], start) for l, c in enumerate(c_L))
-  return KVCache(k_BKHS=write(cache.k_BKHS, kv_out[0], (0, 0, 0, cache_index)),
-                 v_BKSH=write(cache.v_BKSH, kv_out[1], (0, 0, cache_index, 0)),
+  return KVCache(k_XSH=write(cache.k_XSH, kv_out[0], (0, cache_index, 0)),
+                 v_XHS=write(cache.v_XHS, kv_out[1], (0, 0, cache_index)),
                  pos_BS=key_pos_BS)
 
 

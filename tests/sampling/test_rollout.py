@@ -212,9 +212,9 @@ def test_seeds_and_one_turn_generate(sampled):
 def test_decode_updates_the_donated_cache_in_place(sampled):
   s = sampled.sampler
   state = s.prefill(sampled.params, sampled.ids, sampled.mask, num_slots=8 + M1)
-  k_BKHS = state.cache.k_BKHS
+  k_XSH = state.cache.k_XSH
   state, len_B, _ = s.decode(sampled.params, state, jax.random.key(0), 8, M1)
-  assert all(k.is_deleted() for k in k_BKHS)   # donated: their buffers hold the new cache
+  assert all(k.is_deleted() for k in k_XSH)   # donated: their buffers hold the new cache
   assert int(np.asarray(state.valid_BS).sum()) == sum(LENGTHS) - len(HOLES) + int(
       np.asarray(len_B).sum())
 
