@@ -15,13 +15,20 @@ also counts waiting for a core.
 
 --peer instead runs the issue's 27M Gemma 3 model (launch/peers.py) against
 Hugging Face generate on the same weights in this process (two turns at
-temperature 1, turn 2 continuing HF's cache; Tunix too when `tunix` imports),
-and this machine's plain-matmul ceiling for decoding (peers.roofline); median
-and spread of --repeats calls:
+temperature 1, turn 2 continuing HF's cache) and this machine's plain-matmul
+ceiling for decoding (peers.roofline); median and spread of --repeats calls.
+With --tunix_python (a Python that has google-tunix, e.g. a venv made with
+`python3 -m venv /work/venvs/tunix && /work/venvs/tunix/bin/pip install
+google-tunix==0.1.7`), Tunix's sampler joins them: launch/peer_tunix.py runs
+under that Python as one subprocess for all batch sizes, AFTER our and HF's
+timings, on a Tunix Gemma 3 of the same dimensions (turn 2 re-prefills
+[x, y1, chunk], as Tunix keeps no cache across calls); rows gain ratio_vs_tunix
+and ratio_vs_best_peer (ours / the faster of HF and Tunix). If it fails, one
+line says why and the rows go without Tunix:
 
   python launch/bench_sampler.py --peer --batch_sizes=1,8,32 --prompt_len=64 \\
       --chunk_len=24 --max_y1_tokens=64 --max_y2_tokens=64 --repeats=3 \\
-      --out=runs/bench_sampler_peer.json
+      --tunix_python=/work/venvs/tunix/bin/python --out=runs/bench_sampler_peer.json
 """
 from __future__ import annotations
 
@@ -56,6 +63,9 @@ _TEMP = flags.DEFINE_float('temperature', 1.0, 'Sampling temperature.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per measurement (best kept).')
 _OUT = flags.DEFINE_string('out', None, 'Write the results as JSON here.')
 _PEER = flags.DEFINE_bool('peer', False, 'Compare with HF generate on the 27M model.')
+_TUNIX = flags.DEFINE_string(
+    'tunix_python', '', 'With --peer: a Python that has google-tunix (e.g. '
+    '/work/venvs/tunix/bin/python) to time Tunix\'s sampler too; empty skips it.')
 
 
 def _timed(fn, repeats, setup=lambda: ()):
@@ -179,11 +189,30 @@ def bench_peer(batch_sizes: list[int]) -> list[dict]:
           f"{row['hf_tok_s']:8.1f} tok/s, ratio {row['ratio_vs_hf']:.2f} | decode "
           f"{row['ours_decode_tok_s']:8.1f} tok/s = {100 * row['decode_vs_ceiling']:.0f}% "
           f"of the matmul chain ({ceiling[f'chain_tok_s_B{b}']:.1f})", flush=True)
+  if _TUNIX.value:
+    _add_tunix(rows, peers.tunix_peer(_TUNIX.value, cfg, batch_sizes, (p, m1, c, m2), reps))
   return [dict(r, roofline=ceiling, params=count_params(params)) for r in rows]
+
+
+def _add_tunix(rows: list[dict], tunix: dict) -> None:
+  """Adds Tunix's tokens/s ({batch: peer_tunix row}) and our ratios to `rows`."""
+  for row in rows:
+    t = tunix.get(row['batch'])
+    if t is None:
+      continue
+    row.update({k: v for k, v in t.items() if k != 'batch'})
+    row['ratio_vs_tunix'] = row['ours_tok_s'] / t['tunix_tok_s']
+    row['ratio_vs_best_peer'] = row['ours_tok_s'] / max(row['hf_tok_s'], t['tunix_tok_s'])
+    print(f"B={row['batch']:3d}  two turns: ours {row['ours_tok_s']:8.1f} tok/s, Tunix "
+          f"sampler {t['tunix_tok_s']:8.1f} tok/s (google-tunix {t['tunix_version']}), "
+          f"ratio {row['ratio_vs_tunix']:.2f} | ours / best peer "
+          f"{row['ratio_vs_best_peer']:.2f}", flush=True)
 
 
 def main(argv):
   del argv
+  if _TUNIX.value and not _PEER.value:
+    sys.exit('--tunix_python: Tunix is a peer of --peer only; add --peer')
   if _PEER.value:
     rows = bench_peer([int(b) for b in _BATCH.value])
     _write(rows)
@@ -205,8 +234,8 @@ def main(argv):
 
 def _write(rows):
   if _OUT.value:
-    meta = dict(peer=_PEER.value, device=str(jax.devices()[0]), device_count=jax.device_count(),
-                jax=jax.__version__, machine=platform.machine(),
+    meta = dict(peer=_PEER.value, tunix_python=_TUNIX.value, device=str(jax.devices()[0]),
+                device_count=jax.device_count(), jax=jax.__version__, machine=platform.machine(),
                 prompt_len=_PROMPT.value, chunk_len=_CHUNK.value,
                 max_y1_tokens=_Y1.value, max_y2_tokens=_Y2.value,
                 temperature=_TEMP.value, repeats=_REPEATS.value,

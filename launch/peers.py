@@ -2,7 +2,10 @@
 step), this machine's roofline, our timed Stage II step and its model flops.
 
 Everything runs on the SAME random weights as our model (hf_convert maps them), in
-the caller's process, so the benchmarks print side-by-side ratios. The roofline
+the caller's process, so the benchmarks print side-by-side ratios. Tunix's sampler
+is the exception: google-tunix brings its own jax and flax, so tunix_peer runs
+launch/peer_tunix.py under another Python (a venv with google-tunix) on a Tunix
+Gemma 3 of the same dimensions, randomly initialised by Tunix. The roofline
 measures this machine: float32 matmul GFLOP/s, memory GB/s, and the tokens/s of
 a jitted chain of plain matmuls over the model's weights (no attention, no
 sampling): the ceiling for cached decoding.
@@ -10,6 +13,9 @@ sampling): the ceiling for cached decoding.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
 import time
 
 import jax
@@ -18,6 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+import peer_tunix  # launch/, like this module
 from score_jax import hlo, losses
 from score_jax.batches import ScoreBatch
 from score_jax.models import Transformer, hf_convert
@@ -41,6 +48,50 @@ def best_of(fn, repeats: int) -> tuple[float, list[float]]:
     fn()
     times.append(time.perf_counter() - t0)
   return float(np.median(times)), times
+
+
+def parse_json_lines(text: str, key: str = 'batch') -> dict:
+  """{row[key]: row} for the lines of `text` holding a JSON object with `key`;
+  other lines (logs, warnings) are skipped."""
+  rows = {}
+  for line in text.splitlines():
+    line = line.strip()
+    if not line.startswith('{'):
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and key in row:
+      rows[row[key]] = row
+  return rows
+
+
+def tunix_peer(python: str, cfg: ModelConfig, batch_sizes: list[int], lens: tuple,
+               repeats: int) -> dict:
+  """{batch: row} of Tunix's two-turn sampler, timed by launch/peer_tunix.py run
+  under `python`; lens = (prompt, y1, chunk, y2) tokens. On any failure prints
+  one line (the interpreter and its last stderr line) and returns {}."""
+  p, m1, c, m2 = lens
+  model = {f: getattr(cfg, f) for f in peer_tunix.MODEL_FIELDS}
+  model['attention_pattern'] = [int(a) for a in cfg.attention_pattern]
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'peer_tunix.py')
+  cmd = [python, script, f'--batch_sizes={",".join(map(str, batch_sizes))}',
+         f'--prompt_len={p}', f'--max_y1_tokens={m1}', f'--chunk_len={c}',
+         f'--max_y2_tokens={m2}', f'--repeats={repeats}', f'--model={json.dumps(model)}']
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  except OSError as e:
+    print(f'Tunix peer skipped: cannot run {python}: {e}', flush=True)
+    return {}
+  rows = parse_json_lines(proc.stdout)
+  missing = sorted(set(batch_sizes) - set(rows))
+  if proc.returncode or missing:
+    last = (proc.stderr.strip().splitlines() or ['(no stderr)'])[-1]
+    print(f'Tunix peer skipped: {python} {script} exited {proc.returncode} '
+          f'(no row for B={missing}): {last}', flush=True)
+    return {}
+  return rows
 
 
 def hf_model(cfg: ModelConfig, params):
