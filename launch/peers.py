@@ -79,6 +79,7 @@ def tunix_peer(python: str, cfg: ModelConfig, batch_sizes: list[int], lens: tupl
   cmd = [python, script, f'--batch_sizes={",".join(map(str, batch_sizes))}',
          f'--prompt_len={p}', f'--max_y1_tokens={m1}', f'--chunk_len={c}',
          f'--max_y2_tokens={m2}', f'--repeats={repeats}', f'--model={json.dumps(model)}']
+  print(f'Tunix sampler: {python} {script} (all batch sizes, one process)...', flush=True)
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
   except OSError as e:
