@@ -73,7 +73,29 @@ def decode_step_cost(cfg, b: int, s: int) -> dict:
   must = nbytes(params) + nbytes((state.cache.k_XSH, state.cache.v_XHS))
   got = _cost(compiled)['bytes accessed']
   return dict(bytes_accessed=got, params_plus_kv_bytes=must, ratio=got / must,
-              weight_copies=len(hlo.weight_copies(compiled.as_text(), params)))
+              weight_copies=len(hlo.weight_copies(compiled.as_text(), params)),
+              **_decode_pieces(cfg, b))
+
+
+def _decode_pieces(cfg, b: int) -> dict:
+  """XLA's bytes for two pieces of the decode step compiled alone, to read its total by.
+
+  The token lookup: for B > 1 XLA lowers it to a gather and charges the whole
+  embedding table (a B = 1 lookup is a dynamic-slice, charged its one row), though
+  only B rows are read. Sampling at temperature 1: jax.random.categorical draws one
+  random number per vocabulary entry and row (Gumbel-max), which XLA counts as real
+  traffic, several times the logits' own bytes.
+  """
+  emb = jax.ShapeDtypeStruct((cfg.vocab_size, cfg.embed_dim), cfg.jnp_param_dtype)
+  tok = jax.ShapeDtypeStruct((b,), jnp.int32)
+  logits = jax.ShapeDtypeStruct((b, cfg.vocab_size), jnp.float32)
+  key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+  piece = lambda fn, *args: _cost(jax.jit(fn).lower(*args).compile())['bytes accessed']
+  lookup = piece(lambda e, t: jnp.take(e, t, axis=0), emb, tok)
+  sampling = piece(lambda k, l: rules.sample(rules.row_keys(k, b), l, 1.0, None, None)[0],
+                   key, logits)
+  return dict(lookup_bytes=lookup, lookup_rows_bytes=b * cfg.embed_dim * emb.dtype.itemsize,
+              sampling_bytes=sampling, logits_bytes=b * cfg.vocab_size * 4)
 
 
 def train_step_cost(cfg, b: int, t: int, r: int) -> dict:
@@ -119,7 +141,11 @@ def main(argv):
       print(f"{preset:12s} decode B={b:3d} S={_SLOTS.value}: bytes accessed "
             f"{row['bytes_accessed'] / 2**30:.3f} GiB vs params + KV "
             f"{row['params_plus_kv_bytes'] / 2**30:.3f} GiB = {row['ratio']:.2f}x; "
-            f"weight copies {row['weight_copies']}", flush=True)
+            f"weight copies {row['weight_copies']}; alone: token lookup "
+            f"{row['lookup_bytes'] / 2**20:.1f} MiB (its {b} rows "
+            f"{row['lookup_rows_bytes'] / 2**20:.3f} MiB), sampling "
+            f"{row['sampling_bytes'] / 2**20:.1f} MiB (logits "
+            f"{row['logits_bytes'] / 2**20:.1f} MiB)", flush=True)
     row = dict(preset=preset, program='stage2_step', batch=bt, length=tt, response_len=rt,
                **train_step_cost(cfg, bt, tt, rt))
     rows.append(row)
