@@ -25,6 +25,7 @@ from flax import nnx
 from score_jax import config as config_lib
 from score_jax.config import ConfigError
 from score_jax.data import tasks
+from score_jax.data import tokenizer as tokenizer_lib
 from score_jax.data.function_task import PAPER_CORRECTION_INSTRUCTION, FunctionTask
 from score_jax.models import checkpoints as model_ckpt
 from score_jax.models.checkpoints.pretrained import config_from_checkpoint
@@ -103,7 +104,11 @@ def load_params(path: str | pathlib.Path, model_cfg: ModelConfig) -> nnx.State:
 
 @dataclasses.dataclass(frozen=True)
 class TwoTurns:
-  """One problem's two attempts: y1, then y2 after the correction instruction."""
+  """One problem's two attempts: y1, then y2 after the correction instruction.
+
+  y1, y2: each attempt's response text without surrounding whitespace and the
+  closing `<end_of_turn>`, the text a FunctionTask's reward_fn reads.
+  """
   problem: Any          # the task's example (FunctionTask: Problem(index, value))
   y1: str
   y2: str
@@ -127,12 +132,12 @@ def sample(exp: Experiment, params: nnx.State, examples: Sequence[Any] | None = 
   rows = batch_size or exp.cfg.data.batch_size * exp.cfg.train.samples_per_prompt
   batches = exp.pipeline(examples, rows, seed=seed, train=False)
   attempts = exp.two_attempts(temperature)
+  text = lambda ids: tokenizer_lib.strip_turn_end(attempts.decode(ids))
   for i, prompts in enumerate(batches):
     at = attempts(sample_params, prompts, examples, jax.random.fold_in(key, i))
     for row in np.flatnonzero(at.real_B):
-      out.append(TwoTurns(examples[int(prompts.index_B[row])], attempts.decode(at.y1_ids[row]),
-                          attempts.decode(at.y2_ids[row]), float(at.r1_B[row]),
-                          float(at.r2_B[row])))
+      out.append(TwoTurns(examples[int(prompts.index_B[row])], text(at.y1_ids[row]),
+                          text(at.y2_ids[row]), float(at.r1_B[row]), float(at.r2_B[row])))
   return out
 
 
