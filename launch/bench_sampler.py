@@ -81,13 +81,63 @@ def _timed(fn, repeats, setup=lambda: ()):
   return first, min(w for w, _ in runs), min(c for _, c in runs)
 
 
-def bench_preset(preset: str, batch_sizes: list[int]) -> list[dict]:
-  cfg = get_preset(preset)
+def _random_sampler(cfg):
+  """(params, Sampler) of a randomly initialised model, with no stop ids."""
   graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
-  m1, m2, p = _Y1.value, _Y2.value, _PROMPT.value
   sampler = Sampler(graphdef, SamplingConfig(
-      stop_ids=(), pad_id=0, temperature=_TEMP.value, max_y1_tokens=m1,
-      max_y2_tokens=m2, prompt_buckets=(p,)))
+      stop_ids=(), pad_id=0, temperature=_TEMP.value, max_y1_tokens=_Y1.value,
+      max_y2_tokens=_Y2.value, prompt_buckets=(_PROMPT.value,)))
+  return params, sampler
+
+
+def _sampler_cases(sampler, params, ids, mask, chunk):
+  """(name, fn, setup, generated tokens) of each timed measurement on one batch."""
+  m1, m2, p = _Y1.value, _Y2.value, _PROMPT.value
+  b = ids.shape[0]
+  key = jax.random.key(0)
+
+  def one_turn():
+    return sampler.generate(params, ids, mask, key)
+
+  def two_turns():
+    return sampler.rollout(params, ids, mask, chunk, key)
+
+  def y1_on_host():
+    gen = sampler.generate(params, ids, mask, key)
+    y1_ids, len_B = np.asarray(gen.tokens_BM), np.asarray(gen.len_B)
+    return y1_ids, np.arange(m1)[None, :] < len_B[:, None]
+
+  def turn2_reprefill(y1_ids, y1_mask):   # prefill [x, y1], chunk, y2, pack
+    return sampler.rollout(params, ids, mask, chunk, key, y1_ids_BM=y1_ids,
+                           y1_mask_BM=y1_mask)
+
+  def two_turns_reprefill():
+    return turn2_reprefill(*y1_on_host())
+
+  def state_after_y1():
+    state = sampler.prefill(params, ids, mask, num_slots=p + m1 + len(chunk) + m2)
+    return (sampler.decode(params, state, key, p, m1)[0],)
+
+  chunk_B = np.broadcast_to(np.asarray(chunk, np.int32), (b, len(chunk)))
+  chunk_mask_B = np.ones(chunk_B.shape, bool)
+
+  def turn2_cached(state):   # chunk and y2 into the donated cache
+    state = sampler.extend(params, state, chunk_B, chunk_mask_B, p + m1,
+                           merge_first=True)
+    return sampler.decode(params, state, key, p + m1 + len(chunk), m2)
+
+  return (('one_turn', one_turn, tuple, b * m1),
+          ('two_turns_cached', two_turns, tuple, b * (m1 + m2)),
+          ('two_turns_reprefill', two_turns_reprefill, tuple, b * (m1 + m2)),
+          ('turn2_cached', turn2_cached, state_after_y1, b * m2),
+          ('turn2_reprefill', turn2_reprefill, y1_on_host, b * m2))
+
+
+def bench_preset(preset: str, batch_sizes: list[int]) -> list[dict]:
+  """One row per batch size: tokens/s and seconds of each measurement on `preset`."""
+  cfg = get_preset(preset)
+  params, sampler = _random_sampler(cfg)
+  p = _PROMPT.value
   rng = np.random.default_rng(0)
   chunk = rng.integers(3, cfg.vocab_size, _CHUNK.value).tolist()
   rows = []
@@ -95,45 +145,8 @@ def bench_preset(preset: str, batch_sizes: list[int]) -> list[dict]:
     lengths = rng.integers(max(p // 2, 1), p + 1, b)
     ids = rng.integers(3, cfg.vocab_size, (b, p)).astype(np.int32)
     mask = np.arange(p)[None, :] < lengths[:, None]
-    key = jax.random.key(0)
-
-    def one_turn():
-      return sampler.generate(params, ids, mask, key)
-
-    def two_turns():
-      return sampler.rollout(params, ids, mask, chunk, key)
-
-    def y1_on_host():
-      gen = sampler.generate(params, ids, mask, key)
-      y1_ids, len_B = np.asarray(gen.tokens_BM), np.asarray(gen.len_B)
-      return y1_ids, np.arange(m1)[None, :] < len_B[:, None]
-
-    def turn2_reprefill(y1_ids, y1_mask):   # prefill [x, y1], chunk, y2, pack
-      return sampler.rollout(params, ids, mask, chunk, key, y1_ids_BM=y1_ids,
-                             y1_mask_BM=y1_mask)
-
-    def two_turns_reprefill():
-      return turn2_reprefill(*y1_on_host())
-
-    def state_after_y1():
-      state = sampler.prefill(params, ids, mask, num_slots=p + m1 + len(chunk) + m2)
-      return (sampler.decode(params, state, key, p, m1)[0],)
-
-    chunk_B = np.broadcast_to(np.asarray(chunk, np.int32), (b, len(chunk)))
-    chunk_mask_B = np.ones(chunk_B.shape, bool)
-
-    def turn2_cached(state):   # chunk and y2 into the donated cache
-      state = sampler.extend(params, state, chunk_B, chunk_mask_B, p + m1,
-                             merge_first=True)
-      return sampler.decode(params, state, key, p + m1 + len(chunk), m2)
-
     row = dict(preset=preset, params=count_params(params), batch=b)
-    for name, fn, setup, tokens in (
-        ('one_turn', one_turn, tuple, b * m1),
-        ('two_turns_cached', two_turns, tuple, b * (m1 + m2)),
-        ('two_turns_reprefill', two_turns_reprefill, tuple, b * (m1 + m2)),
-        ('turn2_cached', turn2_cached, state_after_y1, b * m2),
-        ('turn2_reprefill', turn2_reprefill, y1_on_host, b * m2)):
+    for name, fn, setup, tokens in _sampler_cases(sampler, params, ids, mask, chunk):
       first, wall, cpu = _timed(fn, _REPEATS.value, setup)
       row[f'{name}_tok_s'] = tokens / wall
       row[f'{name}_s'] = wall
@@ -153,11 +166,8 @@ def bench_peer(batch_sizes: list[int]) -> list[dict]:
   import peers  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count())
   cfg = get_preset(peers.PEER_BASE, **peers.PEER_OVERRIDES)
-  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+  params, sampler = _random_sampler(cfg)
   m1, m2, p, c, reps = _Y1.value, _Y2.value, _PROMPT.value, _CHUNK.value, _REPEATS.value
-  sampler = Sampler(graphdef, SamplingConfig(
-      stop_ids=(), pad_id=0, temperature=_TEMP.value, max_y1_tokens=m1,
-      max_y2_tokens=m2, prompt_buckets=(p,)))
   hf = peers.hf_model(cfg, params)
   rng = np.random.default_rng(0)
   chunk = rng.integers(3, cfg.vocab_size, c)

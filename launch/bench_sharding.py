@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+import types
 
 from absl import app
 from absl import flags
@@ -119,14 +120,28 @@ def _host_limit_bytes() -> float:
   return 0.6 * avail
 
 
-def bench_case(preset: str, strategy_name: str) -> dict:
+def _random_batch(rng, cfg, b: int, p: int, m: int, c: int):
+  """A host ScoreBatch of B random traces [x (P), y1 (M), chunk (C), y2 (M)]."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from score_jax.batches import ScoreBatch  # pylint: disable=g-import-not-at-top
+  t = p + m + c + m
+  pos = np.arange(t)[None, :]
+  return ScoreBatch(
+      tokens_BT=rng.randint(1, cfg.vocab_size, (b, t)).astype(np.int32),
+      valid_BT=np.ones((b, t), bool),
+      y1_mask_BT=np.broadcast_to((pos >= p) & (pos < p + m), (b, t)),
+      y2_mask_BT=np.broadcast_to(pos >= p + m + c, (b, t)),
+      r1_B=rng.randint(0, 2, b).astype(np.float32),
+      r2_B=rng.randint(0, 2, b).astype(np.float32))
+
+
+def _build_case(preset: str, strategy_name: str) -> types.SimpleNamespace:
+  """Model shapes, mesh, shardings, optimizer, global batch and jitted step of a case."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from score_jax import losses  # pylint: disable=g-import-not-at-top
-  from score_jax.batches import ScoreBatch  # pylint: disable=g-import-not-at-top
   from score_jax.models import Transformer, get_preset  # pylint: disable=g-import-not-at-top
-  from score_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
   from score_jax.training import sharding as sh  # pylint: disable=g-import-not-at-top
   from score_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from score_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -136,50 +151,60 @@ def bench_case(preset: str, strategy_name: str) -> dict:
   shape = tuple(int(s) for s in MESH_SHAPE.value) if MESH_SHAPE.value else None
   strategy = sh.get_strategy(strategy_name, shape)
   mesh = sh.make_mesh(strategy.mesh_shape)
-  n_dev = mesh.size
   b, p, m, c = BATCH.value, PROMPT_LEN.value, MAX_TOKENS.value, CHUNK_LEN.value
   t = p + m + c + m
-  row = dict(preset=preset, strategy=strategy_name, mesh=dict(mesh.shape), devices=n_dev,
+  row = dict(preset=preset, strategy=strategy_name, mesh=dict(mesh.shape), devices=mesh.size,
              device_kind=jax.devices()[0].device_kind, dtype=cfg.dtype,
              param_dtype=cfg.param_dtype, batch=b, trace_len=t)
 
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
-  n_params = sum(x.size for x in jax.tree.leaves(abstract))
-  row['params'] = n_params
+  row['params'] = sum(x.size for x in jax.tree.leaves(abstract))
   p_shard = sh.param_shardings(abstract, strategy.rules, mesh)
   tx = state_lib.make_optimizer(state_lib.OptimConfig())
   shardings = state_lib.state_shardings(abstract, tx, mesh, strategy.rules)
-  rng = np.random.RandomState(0)
-  pos = np.arange(t)[None, :]
-  host_batch = ScoreBatch(
-      tokens_BT=rng.randint(1, cfg.vocab_size, (b, t)).astype(np.int32),
-      valid_BT=np.ones((b, t), bool),
-      y1_mask_BT=np.broadcast_to((pos >= p) & (pos < p + m), (b, t)),
-      y2_mask_BT=np.broadcast_to(pos >= p + m + c, (b, t)),
-      r1_B=rng.randint(0, 2, b).astype(np.float32),
-      r2_B=rng.randint(0, 2, b).astype(np.float32))
-  batch = sh.host_local_batch_to_global(host_batch, mesh, strategy.rules)
+  rng = np.random.RandomState(0)   # the sampler's prompts come after the batch from it
+  batch = sh.host_local_batch_to_global(_random_batch(rng, cfg, b, p, m, c), mesh,
+                                        strategy.rules)
   act = (sh.activation_sharding(mesh, strategy.rules, (b, t, cfg.embed_dim))
          if CONSTRAIN.value else None)
   loss_cfg = losses.LossConfig(kl_estimator=KL.value, baseline='batch_mean',
                                samples_per_prompt=1)
   step = step_lib.compile_step(graphdef, tx, loss_cfg, STAGE.value, mesh, strategy.rules,
                                shardings, p_shard, batch, activation_sharding=act)
+  return types.SimpleNamespace(
+      cfg=cfg, strategy=strategy, mesh=mesh, b=b, p=p, m=m, c=c, t=t, row=row,
+      graphdef=graphdef, abstract=abstract, p_shard=p_shard, tx=tx, shardings=shardings,
+      rng=rng, batch=batch, step=step)
 
+
+def _with_shardings(tree, shard_tree):
+  """ShapeDtypeStructs of `tree`'s leaves, each with its sharding from `shard_tree`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef.unflatten([jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+                            for x, s in zip(leaves, jax.tree.leaves(shard_tree))])
+
+
+def _compile_train_step(case):
+  """The AOT-compiled train step; records train_compile_s."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   # Compile from shapes alone, so the memory check comes before any allocation.
-  def with_shardings(tree, shard_tree):
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef.unflatten([jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-                              for x, s in zip(leaves, jax.tree.leaves(shard_tree))])
-  abstract_state = with_shardings(jax.eval_shape(
+  abstract_state = _with_shardings(jax.eval_shape(
       lambda prm: state_lib.TrainState(step=jax.numpy.zeros((), jax.numpy.int32),
-                                       params=prm, opt_state=tx.init(prm),
+                                       params=prm, opt_state=case.tx.init(prm),
                                        rng=jax.random.key_data(jax.random.key(0))),
-      abstract), shardings)
-  abstract_ref = with_shardings(abstract, p_shard)
+      case.abstract), case.shardings)
+  abstract_ref = _with_shardings(case.abstract, case.p_shard)
   t0 = time.perf_counter()
-  compiled = step.lower(abstract_state, abstract_ref, batch).compile()
-  row['train_compile_s'] = time.perf_counter() - t0
+  compiled = case.step.lower(abstract_state, abstract_ref, case.batch).compile()
+  case.row['train_compile_s'] = time.perf_counter() - t0
+  return compiled
+
+
+def _read_memory_and_cost(case, compiled) -> None:
+  """Records the compiled step's per-device memory, XLA FLOPs and the model FLOPs."""
+  row = case.row
   mem = compiled.memory_analysis()
   if mem is not None:
     for k in ('argument', 'output', 'alias', 'temp'):
@@ -191,69 +216,107 @@ def bench_case(preset: str, strategy_name: str) -> dict:
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   if cost and 'flops' in cost:   # XLA's count: a scanned layer's body counts once
     row['xla_flops_per_device'] = float(cost['flops'])
-  row['model_flops_train'] = train_flops(n_params, cfg, b, t)
+  row['model_flops_train'] = train_flops(row['params'], case.cfg, case.b, case.t)
 
-  device = jax.devices()[0]
-  if device.platform == 'cpu' and row.get('train_peak_mib'):
-    need = row['train_peak_mib'] * 2**20 * n_dev
-    if need > _host_limit_bytes():
-      row['skipped'] = (f'needs ~{need / 2**30:.1f} GiB of host memory over {n_dev} '
-                        'forced CPU devices (--max_host_gib)')
-      return row
+
+def _host_memory_shortfall(case, device) -> str | None:
+  """Why a forced-CPU case would not fit in host memory, or None when it fits."""
+  row, n_dev = case.row, case.mesh.size
+  if device.platform != 'cpu' or not row.get('train_peak_mib'):
+    return None
+  need = row['train_peak_mib'] * 2**20 * n_dev
+  if need <= _host_limit_bytes():
+    return None
+  return (f'needs ~{need / 2**30:.1f} GiB of host memory over {n_dev} '
+          'forced CPU devices (--max_host_gib)')
+
+
+def _time_train_step(case, compiled, peak_f):
+  """Records the median train-step time, tokens/s, TFLOP/s and MFU; returns the params."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from score_jax.models import Transformer  # pylint: disable=g-import-not-at-top
+  from score_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  row, n_dev = case.row, case.mesh.size
 
   def init_params():
-    return nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))[1]
-  params = jax.jit(init_params, out_shardings=p_shard)()
-  state = state_lib.init_train_state(params, tx, jax.random.key(0), shardings)
+    return nnx.split(Transformer(case.cfg, rngs=nnx.Rngs(0)))[1]
+  params = jax.jit(init_params, out_shardings=case.p_shard)()
+  state = state_lib.init_train_state(params, case.tx, jax.random.key(0), case.shardings)
   holder = {'state': state}
 
   def train_once():
-    holder['state'], metrics = compiled(holder['state'], params, batch)
+    holder['state'], metrics = compiled(holder['state'], params, case.batch)
     jax.block_until_ready(metrics)
   train_once()   # first real call (allocations), untimed
   step_s = _median_time(train_once, STEPS.value, WARMUP.value)
   row['train_step_s'] = step_s
-  row['train_tokens_per_s_per_device'] = b * t / step_s / n_dev
+  row['train_tokens_per_s_per_device'] = case.b * case.t / step_s / n_dev
   row['train_tflops_per_device'] = row['model_flops_train'] / step_s / n_dev / 1e12
-  peak_f = peak_flops(device)
   if peak_f:
     row['train_mfu'] = row['train_tflops_per_device'] * 1e12 / peak_f
-  del holder, state
+  del holder, state   # free the train state before sampling
   gc.collect()
+  return params
 
+
+def _time_sampler(case, params, peak_f) -> None:
+  """Records Sampler.rollout's first-call and median times, tokens/s, TFLOP/s and MFU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from score_jax.sampling import Sampler, SamplingConfig  # pylint: disable=g-import-not-at-top
+  from score_jax.training import sharding as sh  # pylint: disable=g-import-not-at-top
+  row, cfg, rng, n_dev = case.row, case.cfg, case.rng, case.mesh.size
+  b, p, m, c = case.b, case.p, case.m, case.c
+  sample_rules = case.strategy.sample_rules or case.strategy.rules
+  sample_params = sh.to_process_local(params, case.mesh, sample_rules)
+  row['sample_param_mib_per_device'] = max(
+      sh.bytes_per_device(sample_params).values()) / 2**20
+  sampler = Sampler(case.graphdef, SamplingConfig(
+      stop_ids=(cfg.vocab_size - 1,), pad_id=0, temperature=1.0, max_y1_tokens=m,
+      max_y2_tokens=m, prompt_buckets=(p,)))
+  prompts = rng.randint(2, cfg.vocab_size - 1, (b, p)).astype(np.int32)
+  mask = np.ones((b, p), bool)
+  chunk = rng.randint(2, cfg.vocab_size - 1, (c,)).astype(np.int32)
+  out = {}
+
+  def sample_once():
+    out['trace'] = sampler.rollout(sample_params, prompts, mask, chunk,
+                                   jax.random.key(1))
+    jax.block_until_ready(out['trace'])
+  t0 = time.perf_counter()
+  sample_once()
+  first = time.perf_counter() - t0
+  sample_s = _median_time(sample_once, STEPS.value, WARMUP.value)
+  tr = out['trace']
+  d1, d2 = int(np.max(tr.y1_len_B)), int(np.max(tr.y2_len_B))
+  generated = int(np.sum(tr.y1_len_B) + np.sum(tr.y2_len_B))
+  row['sample_first_call_s'] = first
+  row['sample_s'] = sample_s
+  row['sample_tokens_per_s_per_device'] = generated / sample_s / n_dev
+  row['model_flops_sample'] = sample_flops(row['params'], cfg, b, p + 2 * m + c,
+                                           p + c + d1 + d2)
+  row['sample_tflops_per_device'] = row['model_flops_sample'] / sample_s / n_dev / 1e12
+  if peak_f:
+    row['sample_mfu'] = row['sample_tflops_per_device'] * 1e12 / peak_f
+
+
+def bench_case(preset: str, strategy_name: str) -> dict:
+  """One result row: a preset's train step (and sampler) under a sharding strategy."""
+  import jax  # pylint: disable=g-import-not-at-top
+  case = _build_case(preset, strategy_name)
+  compiled = _compile_train_step(case)
+  _read_memory_and_cost(case, compiled)
+  device = jax.devices()[0]
+  shortfall = _host_memory_shortfall(case, device)
+  if shortfall:
+    case.row['skipped'] = shortfall
+    return case.row
+  peak_f = peak_flops(device)
+  params = _time_train_step(case, compiled, peak_f)
   if SAMPLE.value:
-    sample_rules = strategy.sample_rules or strategy.rules
-    sample_params = sh.to_process_local(params, mesh, sample_rules)
-    row['sample_param_mib_per_device'] = max(
-        sh.bytes_per_device(sample_params).values()) / 2**20
-    sampler = Sampler(graphdef, SamplingConfig(
-        stop_ids=(cfg.vocab_size - 1,), pad_id=0, temperature=1.0, max_y1_tokens=m,
-        max_y2_tokens=m, prompt_buckets=(p,)))
-    prompts = rng.randint(2, cfg.vocab_size - 1, (b, p)).astype(np.int32)
-    mask = np.ones((b, p), bool)
-    chunk = rng.randint(2, cfg.vocab_size - 1, (c,)).astype(np.int32)
-    out = {}
-
-    def sample_once():
-      out['trace'] = sampler.rollout(sample_params, prompts, mask, chunk,
-                                     jax.random.key(1))
-      jax.block_until_ready(out['trace'])
-    t0 = time.perf_counter()
-    sample_once()
-    first = time.perf_counter() - t0
-    sample_s = _median_time(sample_once, STEPS.value, WARMUP.value)
-    tr = out['trace']
-    d1, d2 = int(np.max(tr.y1_len_B)), int(np.max(tr.y2_len_B))
-    generated = int(np.sum(tr.y1_len_B) + np.sum(tr.y2_len_B))
-    row['sample_first_call_s'] = first
-    row['sample_s'] = sample_s
-    row['sample_tokens_per_s_per_device'] = generated / sample_s / n_dev
-    row['model_flops_sample'] = sample_flops(n_params, cfg, b, p + 2 * m + c,
-                                             p + c + d1 + d2)
-    row['sample_tflops_per_device'] = row['model_flops_sample'] / sample_s / n_dev / 1e12
-    if peak_f:
-      row['sample_mfu'] = row['sample_tflops_per_device'] * 1e12 / peak_f
-  return row
+    _time_sampler(case, params, peak_f)
+  return case.row
 
 
 def _fmt(v, spec='.3g'):

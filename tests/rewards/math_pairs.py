@@ -59,10 +59,23 @@ def _top_level_terms(s: str):
 
 def equivalent_rewrites(ref: str):
   """(candidate, how) pairs whose value is the reference's."""
-  out = []
   value = mn.as_fraction(mn.normalize(ref))
   plain = re.fullmatch(r'-?\d+', ref)
   simple_frac = re.fullmatch(r'(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}', ref)
+  out = _fraction_spellings(ref, simple_frac)
+  if value is not None and not plain:
+    out += _decimal_spellings(value)
+  if plain:
+    out += _integer_decorations(ref)
+  out += _notation_rewrites(ref)
+  out += _root_spellings(ref)
+  out += _quotient_spellings(ref, simple_frac)
+  return out + _x_prefixed(ref, out)
+
+
+def _fraction_spellings(ref: str, simple_frac):
+  """\\dfrac, \\tfrac, \\frac12 and a/b spellings of the reference's fractions."""
+  out = []
   if '\\frac' in ref:
     out.append((ref.replace('\\frac', '\\dfrac'), 'dfrac'))
     out.append((ref.replace('\\frac', '\\tfrac'), 'tfrac'))
@@ -72,21 +85,34 @@ def equivalent_rewrites(ref: str):
   if simple_frac:
     sign, num, den = simple_frac.groups()
     out.append((f'{sign}{num}/{den}', 'a/b'))
-  if value is not None and not plain:
-    decimal = _terminating_decimal(value)
-    if decimal:
-      out.append((decimal, 'decimal'))
-      if decimal.startswith('0.'):
-        out.append((decimal[1:], 'no leading zero'))
-  if plain:
-    out.append((ref + '\\text{ cm}', 'text unit'))
-    out.append((ref + ' \\mbox{ units}', 'mbox unit'))
-    out.append((ref + '^\\circ', 'degrees'))
-    out.append(('\\$' + ref, 'dollars'))
-    out.append((ref + '\\%', 'percent'))
-    if abs(int(ref)) >= 1000:
-      out.append((f'{int(ref):,}', 'thousands comma'))
-      out.append((f'{int(ref):,}'.replace(',', ',\\!'), 'thousands ,\\!'))
+  return out
+
+
+def _decimal_spellings(value: fractions.Fraction):
+  """The value as a terminating decimal, with and without a leading zero."""
+  decimal = _terminating_decimal(value)
+  if not decimal:
+    return []
+  out = [(decimal, 'decimal')]
+  if decimal.startswith('0.'):
+    out.append((decimal[1:], 'no leading zero'))
+  return out
+
+
+def _integer_decorations(ref: str):
+  """An integer with a unit, degrees, dollars, percent or thousands commas."""
+  out = [(ref + '\\text{ cm}', 'text unit'), (ref + ' \\mbox{ units}', 'mbox unit'),
+         (ref + '^\\circ', 'degrees'), ('\\$' + ref, 'dollars'),
+         (ref + '\\%', 'percent')]
+  if abs(int(ref)) >= 1000:
+    out.append((f'{int(ref):,}', 'thousands comma'))
+    out.append((f'{int(ref):,}'.replace(',', ',\\!'), 'thousands ,\\!'))
+  return out
+
+
+def _notation_rewrites(ref: str):
+  """An "x = " prefix, \\left( \\right), a reordered sum and added spaces."""
+  out = []
   if (',' not in ref and '=' not in ref and '\\text' not in ref and
       '\\begin' not in ref and '\\cup' not in ref):
     out.append(('x = ' + ref, 'x = prefix'))
@@ -102,6 +128,12 @@ def equivalent_rewrites(ref: str):
   spaced = re.sub(r'([+=]|(?<!\\),(?!\\!)|(?<=[^\^_{(\\])-)', r' \1 ', ref)
   if spaced != ref:
     out.append((spaced, 'spaces'))
+  return out
+
+
+def _root_spellings(ref: str):
+  """\\sqrt2 for \\sqrt{2}, and a\\sqrt{b} as \\sqrt{a^2 b}."""
+  out = []
   if '\\sqrt{' in ref:
     short = re.sub(r'\\sqrt\{(\d)\}', r'\\sqrt\1', ref)
     if short != ref:
@@ -110,6 +142,12 @@ def equivalent_rewrites(ref: str):
   if m:
     inside = int(m.group(1)) ** 2 * int(m.group(2))
     out.append((f'\\sqrt{{{inside}}}', 'coefficient under the root'))
+  return out
+
+
+def _quotient_spellings(ref: str, simple_frac):
+  """A non-numeric \\frac{a}{b} as (a)/(b); numeric fractions inside as decimals."""
+  out = []
   m = re.fullmatch(r'(-?)\\frac\{(.+)\}\{(.+)\}', ref)
   if m and mn.outer_brackets('{' + m.group(2) + '}') is None and _balanced(
       m.group(2)) and _balanced(m.group(3)) and not simple_frac:
@@ -117,12 +155,16 @@ def equivalent_rewrites(ref: str):
   decimals = re.sub(r'\\frac\{(\d+)\}\{(\d+)\}', _decimal_or_same, ref)
   if decimals != ref and not simple_frac:
     out.append((decimals, 'decimals inside'))
-  for candidate, how in list(out):
-    if how in ('dfrac', 'decimals inside', 'left/right', 'spaces'):
-      if '=' not in ref and '\\text' not in ref and '\\begin' not in ref:
-        out.append(('x=' + candidate if ',' not in ref else candidate +
-                    '\\text{ units}' * 0, f'x = and {how}'))
   return out
+
+
+def _x_prefixed(ref: str, rewrites):
+  """Some rewrites again with x= in front (as they are when the reference has a comma)."""
+  if '=' in ref or '\\text' in ref or '\\begin' in ref:
+    return []
+  return [('x=' + candidate if ',' not in ref else candidate, f'x = and {how}')
+          for candidate, how in rewrites
+          if how in ('dfrac', 'decimals inside', 'left/right', 'spaces')]
 
 
 def _balanced(s: str) -> bool:
