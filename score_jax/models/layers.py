@@ -202,30 +202,34 @@ class Attention(nnx.Module):
 
     # The cache's layout (models.transformer.KVCache): rows X = B x K, keys
     # [X, S, H], values [X, H, S], so both matmuls are 3-D with the contracted
-    # dim last, the operand layout XLA:CPU reads in place.
+    # dim last, the operand layout XLA:CPU reads in place. A one-row cache has
+    # no X dim; then so has everything below ('...' in the einsums).
     b, t, n, h = q_BTNH.shape
     kh, g = cfg.num_kv_heads, n // cfg.num_kv_heads
+    # M = T x G: each KV head's queries.
+    q_XMH = q_BTNH.reshape(b, t, kh, g, h).swapaxes(1, 2).reshape(b * kh, t * g, h)
     k_XTH = k_BTKH.swapaxes(1, 2).reshape(b * kh, t, h)
     v_XHT = v_BTKH.transpose(0, 2, 3, 1).reshape(b * kh, h, t)
     if cache_kv is None:
       k_XSH, v_XHS = k_XTH, v_XHT
     else:
       ck_XSH, cv_XHS = cache_kv
+      rows = (0,) * (ck_XSH.ndim - 2)
+      if not rows:
+        q_XMH, k_XTH, v_XHT = q_XMH[0], k_XTH[0], v_XHT[0]
       k_XTH, v_XHT = k_XTH.astype(ck_XSH.dtype), v_XHT.astype(cv_XHS.dtype)
-      k_XSH = jax.lax.dynamic_update_slice(ck_XSH, k_XTH, (0, cache_index, 0))
-      v_XHS = jax.lax.dynamic_update_slice(cv_XHS, v_XHT, (0, 0, cache_index))
+      k_XSH = jax.lax.dynamic_update_slice(ck_XSH, k_XTH, rows + (cache_index, 0))
+      v_XHS = jax.lax.dynamic_update_slice(cv_XHS, v_XHT, rows + (0, cache_index))
 
-    # M = T x G: each KV head's queries.
-    q_XMH = q_BTNH.reshape(b, t, kh, g, h).swapaxes(1, 2).reshape(b * kh, t * g, h)
-    logits_XMS = jnp.einsum('XMH,XSH->XMS', q_XMH, k_XSH.astype(q_BTNH.dtype))
+    logits_XMS = jnp.einsum('...MH,...SH->...MS', q_XMH, k_XSH.astype(q_BTNH.dtype))
     logits_BKTGS = logits_XMS.astype(jnp.float32).reshape(b, kh, t, g, -1)
     if cfg.attn_logits_softcap is not None:
       cap = cfg.attn_logits_softcap
       logits_BKTGS = jnp.tanh(logits_BKTGS / cap) * cap
     logits_BKTGS = jnp.where(mask_BTS[:, None, :, None, :], logits_BKTGS, _MASK_VALUE)
     probs_XMS = jax.nn.softmax(logits_BKTGS, axis=-1).astype(x_BTD.dtype).reshape(
-        b * kh, t * g, -1)
-    enc_XMH = jnp.einsum('XMS,XHS->XMH', probs_XMS, v_XHS.astype(x_BTD.dtype))
+        logits_XMS.shape)
+    enc_XMH = jnp.einsum('...MS,...HS->...MH', probs_XMS, v_XHS.astype(x_BTD.dtype))
     enc_BTNH = enc_XMH.reshape(b, kh, t, g, h).swapaxes(1, 2).reshape(b, t, n, h)
     out_BTD = project(enc_BTNH, self.attn_vec_einsum.w[...], 2)
     return out_BTD, (k_XTH, v_XHT), (k_XSH, v_XHS)

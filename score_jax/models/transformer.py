@@ -39,6 +39,8 @@ class KVCache:
   layer's buffers in place and the attention matmuls read them as stored. A stacked [L, ...] cache would be
   sliced per layer (a copy of that layer's cache on every step), and another
   layout transposed for the matmuls (XLA:CPU copies it); tests/sampling/test_decode.py.
+  With one row (B x K = 1) the X dim is left out: XLA:CPU drops it from the
+  matmuls anyway and then updated a [1, ...] cache in two fusions, copying it.
   """
   k_XSH: tuple[jax.Array, ...]
   v_XHS: tuple[jax.Array, ...]
@@ -56,7 +58,8 @@ def init_cache(cfg: ModelConfig, batch_size: int, num_slots: int, dtype=None) ->
   b, k, s, h = batch_size, cfg.num_kv_heads, num_slots, cfg.head_dim
   dtype = dtype or cfg.jnp_dtype
   zeros = lambda *shape: tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
-  return KVCache(k_XSH=zeros(b * k, s, h), v_XHS=zeros(b * k, h, s),
+  rows = (b * k,) if b * k > 1 else ()
+  return KVCache(k_XSH=zeros(*rows, s, h), v_XHS=zeros(*rows, h, s),
                  pos_BS=jnp.zeros((batch_size, num_slots), jnp.int32))
 
 
@@ -235,11 +238,13 @@ def _local_mask(cfg: ModelConfig, positions_BT: jax.Array, key_pos_BS: jax.Array
 def _write_cache(cache: KVCache, kv_out: tuple[jax.Array, jax.Array],
                  cache_index: jax.Array | int, key_pos_BS: jax.Array) -> KVCache:
   """`cache` with the new tokens' K/V (kv_out: [L, X, T, H] keys, [L, X, H, T]
-  values) written at slot cache_index of each layer, and the key positions."""
+  values; no X for a one-row cache) written at slot cache_index of each layer,
+  and the key positions."""
+  rows = (0,) * (cache.k_XSH[0].ndim - 2)
   write = lambda c_L, new_L, start: tuple(
-      jax.lax.dynamic_update_slice(c, new_L[l], start) for l, c in enumerate(c_L))
-  return KVCache(k_XSH=write(cache.k_XSH, kv_out[0], (0, cache_index, 0)),
-                 v_XHS=write(cache.v_XHS, kv_out[1], (0, 0, cache_index)),
+      jax.lax.dynamic_update_slice(c, new_L[l], rows + start) for l, c in enumerate(c_L))
+  return KVCache(k_XSH=write(cache.k_XSH, kv_out[0], (cache_index, 0)),
+                 v_XHS=write(cache.v_XHS, kv_out[1], (0, cache_index)),
                  pos_BS=key_pos_BS)
 
 

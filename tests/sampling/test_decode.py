@@ -46,6 +46,9 @@ def test_decode_loop_copies_no_weight(name, overrides):
     # One KV head (as gemma3_270m/1b), sizes where XLA:CPU hands the attention
     # matmuls to its library: a cache in another layout was transposed here.
     (32, 512, {'num_kv_heads': 1, 'head_dim': 256, 'num_layers': 2}),
+    # One row (B = 1, one KV head): XLA:CPU drops a unit row dim from the matmuls
+    # and updated a 3-D cache twice (two fusions, copies to feed them).
+    (1, 512, {'num_kv_heads': 1, 'head_dim': 256, 'num_layers': 2}),
 ])
 def test_decode_loop_copies_no_kv_cache(batch, slots, overrides):
   """Each step writes its token into every layer's cache in place and the
