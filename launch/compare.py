@@ -51,8 +51,8 @@ def main(argv):
     paths = [common.resolve(p) for p in MERGE.value]
     try:
       per_seed, text = study.merged_ablation_table(cfg, paths, methods)
-    except (ValueError, FileNotFoundError) as e:
-      common.fail(str(e))
+    except ValueError as e:
+      common.fail(f'--merge: {e}')
     out.parent.mkdir(parents=True, exist_ok=True)
     study.write_results(out, per_seed, text)
     print(text)

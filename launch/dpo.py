@@ -46,8 +46,8 @@ def _settings() -> study.PreferenceSettings:
   if PAIRS.value:
     try:   # with its file:line
       pairs = tuple(data_lib.load_pairs(common.resolve(PAIRS.value)))
-    except (ValueError, FileNotFoundError) as e:
-      common.fail(str(e))
+    except ValueError as e:
+      common.fail(f'--merge: {e}')
   return study.PreferenceSettings(pair_problems=PAIR_PROBLEMS.value, pairs=pairs,
                                   pairs_steps=PAIRS_STEPS.value)
 
@@ -61,8 +61,8 @@ def main(argv):
     try:
       text = study.merged_table(cfg, [common.resolve(p) for p in MERGE.value], methods,
                                 settings.pair_problems)
-    except (ValueError, FileNotFoundError) as e:
-      common.fail(str(e))
+    except ValueError as e:
+      common.fail(f'--merge: {e}')
     out.write_text(text + '\n')
     print(text)
     return

@@ -74,12 +74,31 @@ def write_results(out: pathlib.Path, per_seed: PerSeed, text: str) -> None:
 
 
 def merged(paths: Iterable[pathlib.Path]) -> PerSeed:
-  """Per-seed results of several runs' .json files (seeds or methods run apart), joined."""
+  """Per-seed results of several runs' .json files (seeds or methods run apart), joined.
+
+  Raises:
+    ValueError: a file is missing, not JSON, or not {seed: {method: result}} (one
+      line naming the file).
+  """
   per_seed: dict = {}
   for path in paths:
-    for seed, res in json.loads(pathlib.Path(path).read_text()).items():
+    for seed, res in _read_results(pathlib.Path(path)).items():
       per_seed.setdefault(int(seed), {}).update(res)
   return dict(sorted(per_seed.items()))
+
+
+def _read_results(path: pathlib.Path) -> dict:
+  expect = 'expected the .json results file of an earlier run ({seed: {method: result}})'
+  try:
+    results = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise ValueError(f'{path}: no such file; {expect}') from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path}: not JSON ({e}); {expect}') from None
+  if not (isinstance(results, dict) and all(
+      str(k).lstrip('-').isdigit() and isinstance(v, dict) for k, v in results.items())):
+    raise ValueError(f'{path}: not a results file; {expect}')
+  return results
 
 
 def missing_results(per_seed: PerSeed, keys: Sequence[str], paths: Sequence) -> None:

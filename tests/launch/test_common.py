@@ -126,3 +126,15 @@ def test_a_full_disk_is_one_line_even_when_wrapped():
                          "[os_error_code='28']")
   assert 'No space left on device' in common.environment_error(text_only)
   assert common.environment_error(ValueError('a bug')) is None
+
+
+@pytest.mark.parametrize('script,config', [('compare.py', 'configs/tiny.py'),
+                                           ('dpo.py', 'configs/tiny_dpo.py')])
+def test_merge_of_a_missing_file_names_the_flag_and_the_file(script, config, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  gone, out = tmp_path / 'seed1.json', tmp_path / 'table.md'
+  proc = subprocess.run([sys.executable, str(REPO / 'launch' / script), f'--config={config}',
+                         f'--merge={gone}', f'--out={out}'], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  _assert_one_line(proc, f'--merge: {gone}: no such file')
+  assert not out.exists()

@@ -109,6 +109,24 @@ def test_merged_joins_methods_per_seed_in_seed_order(tmp_path):
   assert got == {0: {'base': {'x': 4}, 'score': {'x': 3}}, 2: {'base': {'x': 1}}}
 
 
+@pytest.mark.parametrize('name,text,says', [
+    ('gone.json', None, 'no such file'),
+    ('trunc.json', '{"0": {"score@0"', 'not JSON'),
+    ('list.json', '[1, 2]', 'not a results file'),
+    ('bad_seed.json', '{"zero": {}}', 'not a results file'),
+])
+def test_merged_bad_file_is_one_line_naming_it(tmp_path, name, text, says):
+  good, bad = tmp_path / 'good.json', tmp_path / name
+  good.write_text(json.dumps({'0': {'base': {'x': 1}}}))
+  if text is not None:
+    bad.write_text(text)
+  with pytest.raises(ValueError) as e:
+    study.merged([good, bad])
+  msg = str(e.value)
+  assert msg.startswith(f'{bad}: {says}') and '\n' not in msg
+  assert 'expected the .json results file of an earlier run' in msg
+
+
 def test_merged_ablation_table_joins_seeds_run_apart(tmp_path):
   cfg = ml_collections.ConfigDict({'workdir': 'runs/x', 'eval': {'temperatures': (0.0,)}})
   # Seeds 0 and 1 from two processes; seed 1's file also holds a method seed 0 lacks.
