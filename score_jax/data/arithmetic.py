@@ -121,6 +121,10 @@ class ArithmeticTask(tasks.Task):
     prompt_format: 'fewshot' (base models) or 'chat'.
     shots_show_second_turn: few-shot shots also show the correction line with
       the answer repeated (see prompt_format.FewShotFormat.shot_instruction).
+    shots_change_answer: of those shots, how many change the answer in the
+      second turn, alternately a wrong first answer corrected and a right one
+      made wrong (wrong = right +- 1..9): the base model sees that the second
+      turn may change an answer, but no net gain from it.
   """
   name: str = 'arithmetic'
   num_operands: int = 2
@@ -132,6 +136,7 @@ class ArithmeticTask(tasks.Task):
   num_shots: int = 4
   prompt_format: str = 'fewshot'
   shots_show_second_turn: bool = False
+  shots_change_answer: int = 0
   correction_instruction: str = DEFAULT_CORRECTION_INSTRUCTION
 
   def _splits(self):
@@ -154,10 +159,27 @@ class ArithmeticTask(tasks.Task):
   def few_shot_format(self) -> prompt_format.FewShotFormat:
     """Lines `{expression} = {answer}`, then `{expression} =`."""
     shots, _, _ = self._splits()
+    k = self.shots_change_answer
+    if not 0 <= k <= len(shots) or (k and not self.shots_show_second_turn):
+      raise ValueError(f'task arithmetic: field shots_change_answer={k}; expected 0..'
+                       f'{len(shots)} (num_shots), with shots_show_second_turn=True')
     return prompt_format.FewShotFormat(
         shots=tuple((e.expression, e.answer) for e in shots), question_prefix='',
         answer_prefix=' =',
-        shot_instruction=self.correction_instruction if self.shots_show_second_turn else '')
+        shot_instruction=self.correction_instruction if self.shots_show_second_turn else '',
+        shot_turns=self._shot_turns(shots) if k else ())
+
+  def _shot_turns(self, shots) -> tuple[tuple[str, str], ...]:
+    """(first, second) answers: the first shots_change_answer shots change it."""
+    rng = np.random.default_rng(self.seed)
+    turns = []
+    for i, e in enumerate(shots):
+      wrong = str(int(e.answer) + int(rng.choice([-1, 1]) * rng.integers(1, 10)))
+      if i >= self.shots_change_answer:
+        turns.append((e.answer, e.answer))
+      else:
+        turns.append((wrong, e.answer) if i % 2 == 0 else (e.answer, wrong))
+    return tuple(turns)
 
   def extract_answer(self, text: str) -> str | None:
     """The integer the response states, or None when it is anything else."""

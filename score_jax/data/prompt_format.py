@@ -66,27 +66,41 @@ class FewShotFormat:
     shot_instruction: when set, every shot shows the whole episode: its answer,
       then the correction chunk with this instruction and the answer again (so a
       base model sees what the second turn is, but never a correction).
+    shot_turns: with shot_instruction, the (first, second) answers each shot
+      shows instead of (answer, answer), e.g. a wrong first answer corrected;
+      one pair per shot, or () for the default.
   """
   shots: tuple[tuple[str, str], ...] = ()
   question_prefix: str = 'Q: '
   answer_prefix: str = '\nA:'
   delimiter: str = '\n'
   shot_instruction: str = ''
+  shot_turns: tuple[tuple[str, str], ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, 'shots', tuple((str(q), str(a)) for q, a in self.shots))
+    object.__setattr__(self, 'shot_turns',
+                       tuple((str(a1), str(a2)) for a1, a2 in self.shot_turns))
+    if self.shot_turns and (len(self.shot_turns) != len(self.shots)
+                            or not self.shot_instruction):
+      raise ValueError(f'prompt format fewshot: shot_turns has {len(self.shot_turns)} '
+                       f'pairs; expected one per shot ({len(self.shots)}) and a '
+                       'shot_instruction for the second turn')
     if not self.delimiter:
       raise ValueError("prompt format 'fewshot': delimiter is empty; expected the text "
                        "that ends an answer (e.g. '\\n')")
-    for q, a in self.shots:
+    for a in [a for _, a in self.shots] + [a for pair in self.shot_turns for a in pair]:
       if self.delimiter in a:
         raise ValueError(f'prompt format fewshot: shot answer {a!r} contains the '
                          f'delimiter {self.delimiter!r}; expected one-line answers')
 
   def _shots_text(self) -> str:
-    again = lambda a: (f'{self._ask(self.shot_instruction)} {a}{self.delimiter}'
-                       if self.shot_instruction else '')
-    return ''.join(f'{self._ask(q)} {a}{self.delimiter}{again(a)}' for q, a in self.shots)
+    if not self.shot_instruction:
+      return ''.join(f'{self._ask(q)} {a}{self.delimiter}' for q, a in self.shots)
+    turns = self.shot_turns or tuple((a, a) for _, a in self.shots)
+    fix = self._ask(self.shot_instruction)
+    return ''.join(f'{self._ask(q)} {a1}{self.delimiter}{fix} {a2}{self.delimiter}'
+                   for (q, _), (a1, a2) in zip(self.shots, turns))
 
   def prompt_ids(self, tok: Tokenizer, question: str) -> list[int]:
     return tok.encode(self._shots_text() + self._ask(question), add_bos=True)

@@ -54,3 +54,28 @@ def test_negative_answers_are_graded():
   example = arithmetic.make_example(0, (3, 9), ('-',))
   task = arithmetic.ArithmeticTask()
   assert task.reward(example, ' -6') == 1.0 and task.reward(example, ' 6') == 0.0
+
+
+def test_shots_change_answer_alternates_fixes_and_breaks_with_no_net_gain():
+  task = tasks.make_task('arithmetic', digits=(2, 1), num_train=100, num_test=50,
+                         num_shots=4, shots_show_second_turn=True, shots_change_answer=2)
+  fmt = task.few_shot_format()
+  (a1, b1), (a2, b2), (a3, b3), (a4, b4) = fmt.shot_turns
+  right = [a for _, a in fmt.shots]
+  # Shot 1 fixes a wrong first answer, shot 2 breaks a right one, the rest repeat.
+  assert a1 != right[0] and b1 == right[0] and a2 == right[1] and b2 != right[1]
+  assert (a3, b3, a4, b4) == (right[2], right[2], right[3], right[3])
+  assert all(1 <= abs(int(w) - int(r)) <= 9 for w, r in ((a1, right[0]), (b2, right[1])))
+  # Greedy y1 then y2 of a model that imitates the shots: as many fixes as breaks.
+  fixes = sum(x != r and y == r for (x, y), r in zip(fmt.shot_turns, right))
+  breaks = sum(x == r and y != r for (x, y), r in zip(fmt.shot_turns, right))
+  assert fixes == breaks == 1
+
+
+@pytest.mark.parametrize('fields', [dict(shots_change_answer=5, shots_show_second_turn=True),
+                                    dict(shots_change_answer=2),
+                                    dict(shots_change_answer=-1, shots_show_second_turn=True)])
+def test_bad_shots_change_answer_names_the_field(fields):
+  task = tasks.make_task('arithmetic', num_train=50, num_test=20, num_shots=4, **fields)
+  with pytest.raises(ValueError, match='field shots_change_answer'):
+    task.few_shot_format()

@@ -42,6 +42,25 @@ def test_fewshot_shots_can_show_the_second_turn(tok):
       '\nWhat is the correct answer? =')
 
 
+def test_fewshot_shots_can_show_a_changed_second_answer(tok):
+  fmt = pf.FewShotFormat(shots=(('3 + 4', '7'), ('2 + 2', '4')), question_prefix='',
+                         answer_prefix=' =', shot_instruction='Fix:',
+                         shot_turns=(('8', '7'), ('4', '5')))
+  want = '3 + 4 = 8\nFix: = 7\n2 + 2 = 4\nFix: = 5\n5 - 1 ='
+  assert fmt.prompt_ids(tok, '5 - 1') == tok.encode(want, add_bos=True)
+
+
+@pytest.mark.parametrize('kwargs,says', [
+    (dict(shot_turns=(('8', '7'),)), r'expected one per shot \(2\)'),
+    (dict(shot_turns=(('8', '7'), ('4', '4')), shot_instruction=''), 'and a shot_instruction'),
+    (dict(shot_turns=(('8\n', '7'), ('4', '4'))), 'contains the delimiter'),
+])
+def test_fewshot_bad_shot_turns_are_one_line(kwargs, says):
+  args = dict(shots=(('3 + 4', '7'), ('2 + 2', '4')), shot_instruction='Fix:')
+  with pytest.raises(ValueError, match=says):
+    pf.FewShotFormat(**{**args, **kwargs})
+
+
 def test_fewshot_chunk_is_plain_style_and_opens_with_the_delimiter(tok):
   chunk = FEWSHOT.chunk_ids(tok, 'What is the correct answer?')
   assert chunk == tok.encode('\nQ: What is the correct answer?\nA:')
