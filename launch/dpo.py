@@ -46,8 +46,8 @@ def _settings() -> study.PreferenceSettings:
   if PAIRS.value:
     try:   # with its file:line
       pairs = tuple(data_lib.load_pairs(common.resolve(PAIRS.value)))
-    except ValueError as e:
-      common.fail(f'--merge: {e}')
+    except (ValueError, FileNotFoundError) as e:
+      common.fail(str(e))
   return study.PreferenceSettings(pair_problems=PAIR_PROBLEMS.value, pairs=pairs,
                                   pairs_steps=PAIRS_STEPS.value)
 

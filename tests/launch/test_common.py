@@ -138,3 +138,13 @@ def test_merge_of_a_missing_file_names_the_flag_and_the_file(script, config, tmp
                         capture_output=True, text=True, timeout=300)
   _assert_one_line(proc, f'--merge: {gone}: no such file')
   assert not out.exists()
+
+
+def test_pairs_of_a_missing_file_is_one_line_naming_the_file(tmp_path):
+  gone = tmp_path / 'pairs.jsonl'
+  proc = subprocess.run([sys.executable, str(REPO / 'launch' / 'dpo.py'),
+                         '--config=configs/tiny_dpo.py', '--methods=dpo_pairs',
+                         f'--pairs={gone}', f'--out={tmp_path / "t.md"}'], cwd=REPO,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+                        text=True, timeout=300)
+  _assert_one_line(proc, f'{gone}: file not found')
